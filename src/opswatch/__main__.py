@@ -1,0 +1,3 @@
+from opswatch.cli import main
+
+main()

@@ -1,0 +1,140 @@
+"""The ``opswatch`` command: parse arguments, load the config, call the right module, map errors.
+
+Expected failures print one ``error: …`` line and exit with the error's code (2 for bad config
+or usage, 3 when the daemon is not running); anything unexpected prints a traceback, exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import click
+
+from opswatch import __version__, logs
+from opswatch.config import Config, find_config, load_config
+from opswatch.errors import OpswatchError
+from opswatch.paths import StatePaths, state_paths
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class App:
+    """What every command gets: where the config is, loaded on first use."""
+
+    config_path: Path
+    log_format: str
+    log_level: str
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def paths(self) -> StatePaths:
+        return state_paths(self.config.source)
+
+
+def expected_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Print an ``OpswatchError`` as one line and exit with its code."""
+
+    @wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except OpswatchError as exc:
+            problems = getattr(exc, "problems", None) or [str(exc)]
+            for problem in problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file (default: $OPSWATCH_CONFIG, ./opswatch.toml, then the user config dir).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="Console on a terminal, JSON lines otherwise.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(list(logs.LEVELS)),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name="opswatch")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
+    """Keep a server's ops files in step with this repository while you edit them.
+
+    opswatch watches the folders your rules name, uploads each saved file over one SSH
+    connection (atomically: never half-written), refuses secrets, and can rebuild the
+    compose services a change affects.
+    """
+    logs.setup(log_format, log_level)
+    ctx.obj = App(find_config(config_path), log_format, log_level)
+
+
+@cli.command()
+@pass_app
+@expected_errors
+def run(app: App) -> None:
+    """Run the daemon in the foreground (what systemd and launchd start)."""
+    from opswatch.runner import run_daemon
+
+    sys.exit(run_daemon(app.config, app.paths))
+
+
+@cli.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing.")
+@click.option("--force", is_flag=True, help="Overwrite files changed on the server (conflicts).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON.")
+@pass_app
+@expected_errors
+def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Make the remote match the local files the rules select, once."""
+    from opswatch.oneshot import run_sync
+
+    sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
+
+
+def echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def main() -> None:
+    """The console script: bad usage is one ``error:`` line and exit 2, like a bad config."""
+    try:
+        cli.main(prog_name="opswatch", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,399 @@
+"""The config file: TOML in, frozen dataclasses out, every problem reported at once.
+
+``parse_config`` is pure (a mapping and the file it came from); ``load_config`` only reads the file.
+Unknown keys are errors: a typo in ``never`` must not silently let a secret through.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import platformdirs
+
+from opswatch.errors import ConfigError
+
+CONFIG_ENV = "OPSWATCH_CONFIG"
+SERVICE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    host: str
+    root: str  # absolute POSIX path on the server
+    user: str | None = None
+    port: int | None = None
+    ssh_config: Path | None = None
+    known_hosts: Path | None = None
+    identity_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    debounce_ms: int = 300
+    max_delay_ms: int = 2000
+    delete: bool = False
+    hold_over: int = 100
+    ignore: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()
+    reconcile_interval_s: int = 600
+
+
+@dataclass(frozen=True)
+class Rule:
+    source: str  # the rule's ``from``: POSIX folder relative to local.root, "" for the root itself
+    match: tuple[str, ...] | None  # None: everything under ``source``
+    to: tuple[str, ...]  # remote folders relative to remote.root
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    when: tuple[str, ...] = ()
+    health: str | None = None
+
+
+@dataclass(frozen=True)
+class RebuildConfig:
+    mode: str = "off"
+    compose_dir: str = "ops"
+    compose_file: str | None = None
+    build: str = "docker compose build {service}"
+    up: str = "docker compose up -d {service}"
+    apply: str = "docker compose up -d"
+    check: str = "docker compose config -q"
+    timeout_s: int = 900
+    health_timeout_s: int = 60
+    services: tuple[ServiceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    local_root: Path
+    remote: RemoteConfig
+    sync: SyncConfig
+    rules: tuple[Rule, ...]
+    rebuild: RebuildConfig
+    notify: bool = False
+
+    @property
+    def watched_folders(self) -> tuple[str, ...]:
+        """The union of the rules' ``from`` folders, without folders nested in another."""
+        folders = sorted(set(rule.source for rule in self.rules))
+        kept: list[str] = []
+        for folder in folders:
+            if not any(_is_within(folder, outer) for outer in kept):
+                kept.append(folder)
+        return tuple(kept)
+
+
+def _is_within(path: str, folder: str) -> bool:
+    return folder == "" or path == folder or path.startswith(folder + "/")
+
+
+class _Reader:
+    """Typed access to one table of the TOML document that records problems instead of raising."""
+
+    def __init__(self, source: Path, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.source.name}: {key}: {message}")
+
+    def table(self, doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+        value = doc.get(key, {})
+        if not isinstance(value, Mapping):
+            self.problem(key, f"expected a table, got {_show(value)}")
+            return {}
+        self.unknown(value, key, allowed)
+        return value
+
+    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        for name in table:
+            if name not in allowed:
+                hint = f" (known: {', '.join(sorted(allowed))})"
+                self.problem(f"{prefix}.{name}" if prefix else name, "unknown key" + hint)
+
+    def string(self, table: Mapping[str, Any], prefix: str, key: str) -> str | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(f"{prefix}.{key}", f"expected a non-empty string, got {_show(value)}")
+            return None
+        return value
+
+    def integer(self, table: Mapping[str, Any], prefix: str, key: str, default: int) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(f"{prefix}.{key}", f"expected an integer, got {_show(value)}")
+            return default
+        if value < 0:
+            self.problem(f"{prefix}.{key}", f"expected a number >= 0, got {value}")
+            return default
+        return value
+
+    def boolean(self, table: Mapping[str, Any], prefix: str, key: str, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            self.problem(f"{prefix}.{key}", f"expected true or false, got {_show(value)}")
+            return default
+        return value
+
+    def strings(
+        self, table: Mapping[str, Any], prefix: str, key: str, *, scalar_ok: bool = False
+    ) -> tuple[str, ...] | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        if scalar_ok and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(f"{prefix}.{key}", f"expected a list of strings, got {_show(value)}")
+            return None
+        return tuple(value)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _relative_posix(reader: _Reader, key: str, value: str) -> str | None:
+    """A folder below a root: no absolute paths, no ``..``; "." and "" mean the root itself."""
+    path = PurePosixPath(value.replace("\\", "/"))
+    if path.is_absolute():
+        reader.problem(key, f'expected a relative path, got "{value}"')
+        return None
+    if ".." in path.parts:
+        reader.problem(key, f'must not contain "..", got "{value}"')
+        return None
+    text = str(path)
+    return "" if text == "." else text
+
+
+def _expand(path: str, base: Path) -> Path:
+    expanded = Path(os.path.expanduser(path))
+    return expanded if expanded.is_absolute() else base / expanded
+
+
+def _parse_remote(reader: _Reader, doc: Mapping[str, Any], base: Path) -> RemoteConfig:
+    allowed = {"host", "user", "port", "root", "ssh_config", "known_hosts", "identity_file"}
+    table = reader.table(doc, "remote", allowed)
+    host = reader.string(table, "remote", "host")
+    if host is None and "host" not in table:
+        reader.problem("remote.host", "required (an ~/.ssh/config alias or a host name)")
+    root = reader.string(table, "remote", "root")
+    if root is None and "root" not in table:
+        reader.problem("remote.root", "required (an absolute path on the server)")
+    elif root is not None and not root.startswith("/"):
+        reader.problem("remote.root", f'expected an absolute path, got "{root}"')
+    elif root is not None and ".." in PurePosixPath(root).parts:
+        reader.problem("remote.root", f'must not contain "..", got "{root}"')
+    port = table.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+        reader.problem("remote.port", f"expected an integer, got {_show(port)}")
+        port = None
+    elif port is not None and not 0 < port < 65536:
+        reader.problem("remote.port", f"expected a port between 1 and 65535, got {port}")
+        port = None
+    paths = {}
+    for key in ("ssh_config", "known_hosts", "identity_file"):
+        value = reader.string(table, "remote", key)
+        paths[key] = _expand(value, base) if value else None
+    return RemoteConfig(
+        host=host or "",
+        root=str(PurePosixPath(root)) if root else "/",
+        user=reader.string(table, "remote", "user"),
+        port=port,
+        **paths,
+    )
+
+
+def _parse_sync(reader: _Reader, doc: Mapping[str, Any]) -> SyncConfig:
+    allowed = {
+        "debounce_ms",
+        "max_delay_ms",
+        "delete",
+        "hold_over",
+        "ignore",
+        "never",
+        "reconcile_interval_s",
+    }
+    table = reader.table(doc, "sync", allowed)
+    defaults = SyncConfig()
+    sync = SyncConfig(
+        debounce_ms=reader.integer(table, "sync", "debounce_ms", defaults.debounce_ms),
+        max_delay_ms=reader.integer(table, "sync", "max_delay_ms", defaults.max_delay_ms),
+        delete=reader.boolean(table, "sync", "delete", defaults.delete),
+        hold_over=reader.integer(table, "sync", "hold_over", defaults.hold_over),
+        ignore=reader.strings(table, "sync", "ignore") or (),
+        never=reader.strings(table, "sync", "never") or (),
+        reconcile_interval_s=reader.integer(
+            table, "sync", "reconcile_interval_s", defaults.reconcile_interval_s
+        ),
+    )
+    for pattern in sync.never:
+        if pattern.startswith("!"):
+            reader.problem(
+                "sync.never", f'"{pattern}": negations are not allowed, never always wins'
+            )
+    if sync.max_delay_ms < sync.debounce_ms:
+        reader.problem(
+            "sync.max_delay_ms",
+            f"must be at least sync.debounce_ms ({sync.debounce_ms}), got {sync.max_delay_ms}",
+        )
+    return sync
+
+
+def _parse_rules(reader: _Reader, doc: Mapping[str, Any]) -> tuple[Rule, ...]:
+    raw = doc.get("rule", [])
+    if not isinstance(raw, list) or not all(isinstance(r, Mapping) for r in raw):
+        reader.problem("rule", "expected [[rule]] tables")
+        return ()
+    if not raw:
+        reader.problem("rule", "at least one [[rule]] is needed: without rules nothing is synced")
+    rules = []
+    for index, table in enumerate(raw):
+        prefix = f"rule[{index}]"
+        reader.unknown(table, prefix, {"from", "match", "to"})
+        source = reader.string(table, prefix, "from")
+        if source is None and "from" not in table:
+            reader.problem(f"{prefix}.from", "required (a local folder relative to local.root)")
+        to = reader.strings(table, prefix, "to", scalar_ok=True)
+        if to is None and "to" not in table:
+            reader.problem(f"{prefix}.to", "required (a remote folder relative to remote.root)")
+        match = reader.strings(table, prefix, "match")
+        source_rel = _relative_posix(reader, f"{prefix}.from", source) if source else None
+        to_rel = [_relative_posix(reader, f"{prefix}.to", t) for t in (to or ())]
+        if source_rel is not None and to and None not in to_rel:
+            rules.append(Rule(source_rel, match, tuple(t for t in to_rel if t is not None)))
+    return tuple(rules)
+
+
+def _parse_service(reader: _Reader, table: Mapping[str, Any], prefix: str) -> ServiceConfig | None:
+    reader.unknown(table, prefix, {"name", "when", "health"})
+    name = reader.string(table, prefix, "name")
+    if name is None:
+        if "name" not in table:
+            reader.problem(f"{prefix}.name", "required (the compose service name)")
+        return None
+    if not set(name) <= SERVICE_NAME_CHARS or not name[0].isalnum():
+        reader.problem(
+            f"{prefix}.name",
+            f'"{name}" is not a compose service name (lowercase letters, digits, "-", "_")',
+        )
+        return None
+    health = reader.string(table, prefix, "health")
+    if health is not None and not health.startswith(("http://", "https://")):
+        reader.problem(f"{prefix}.health", f'expected an http(s) URL, got "{health}"')
+        health = None
+    return ServiceConfig(name, reader.strings(table, prefix, "when") or (), health)
+
+
+def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
+    allowed = {
+        "mode",
+        "compose_dir",
+        "compose_file",
+        "build",
+        "up",
+        "apply",
+        "check",
+        "timeout_s",
+        "health_timeout_s",
+        "service",
+    }
+    table = reader.table(doc, "rebuild", allowed)
+    defaults = RebuildConfig()
+    mode = reader.string(table, "rebuild", "mode") or defaults.mode
+    if mode not in ("off", "auto"):
+        reader.problem("rebuild.mode", f'expected "off" or "auto", got "{mode}"')
+    compose_dir = reader.string(table, "rebuild", "compose_dir") or defaults.compose_dir
+    compose_dir = _relative_posix(reader, "rebuild.compose_dir", compose_dir) or ""
+    raw_services = table.get("service", [])
+    services: list[ServiceConfig] = []
+    if not isinstance(raw_services, list):
+        reader.problem("rebuild.service", "expected [[rebuild.service]] tables")
+        raw_services = []
+    for index, service in enumerate(raw_services):
+        parsed = _parse_service(reader, service, f"rebuild.service[{index}]")
+        if parsed is not None:
+            services.append(parsed)
+
+    def text(key: str, default: str) -> str:
+        return reader.string(table, "rebuild", key) or default
+
+    return RebuildConfig(
+        mode=mode,
+        compose_dir=compose_dir,
+        compose_file=reader.string(table, "rebuild", "compose_file"),
+        build=text("build", defaults.build),
+        up=text("up", defaults.up),
+        apply=text("apply", defaults.apply),
+        check=text("check", defaults.check),
+        timeout_s=reader.integer(table, "rebuild", "timeout_s", defaults.timeout_s),
+        health_timeout_s=reader.integer(
+            table, "rebuild", "health_timeout_s", defaults.health_timeout_s
+        ),
+        services=tuple(services),
+    )
+
+
+def parse_config(doc: Mapping[str, Any], source: Path) -> Config:
+    """Validate a parsed TOML document; raise ``ConfigError`` listing every problem found."""
+    problems: list[str] = []
+    reader = _Reader(source, problems)
+    reader.unknown(doc, "", {"local", "remote", "sync", "rule", "rebuild", "notify"})
+    local = reader.table(doc, "local", {"root"})
+    base = source.parent
+    root_text = reader.string(local, "local", "root")
+    local_root = _expand(root_text, base) if root_text else base
+    config = Config(
+        source=source,
+        local_root=Path(os.path.abspath(local_root)),
+        remote=_parse_remote(reader, doc, base),
+        sync=_parse_sync(reader, doc),
+        rules=_parse_rules(reader, doc),
+        rebuild=_parse_rebuild(reader, doc),
+        notify=reader.boolean(doc, "", "notify", False),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            doc = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file (see `opswatch init`)"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path.name}: not valid TOML: {exc}"]) from exc
+    return parse_config(doc, Path(os.path.abspath(path)))
+
+
+def find_config(explicit: Path | None) -> Path:
+    """``--config``, else ``$OPSWATCH_CONFIG``, else ``./opswatch.toml``, else the platform dir."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path("opswatch.toml")
+    if local.exists():
+        return local
+    return Path(platformdirs.user_config_dir("opswatch", appauthor=False)) / "config.toml"

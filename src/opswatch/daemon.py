@@ -1,0 +1,473 @@
+"""The daemon: watcher → debouncer → plan → executor, with pause, hold, flush and reconnects.
+
+One engine thread (the one calling ``run``) does all remote I/O and owns all mutable state.
+The watcher thread and the control thread only put items on ``events``; control requests carry
+a ``Future`` the engine resolves. ``status()`` reads a snapshot and is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from opswatch.config import Config
+from opswatch.debounce import Debouncer
+from opswatch.errors import ConnectError, OpswatchError, RemoteError
+from opswatch.manifest import Manifest
+from opswatch.model import Batch, Change, ChangeKind, State, Status
+from opswatch.paths import StatePaths
+from opswatch.remote import Remote
+from opswatch.rules import IGNORE_FILE, Router, Verdict
+from opswatch.scan import read_ignore_file, read_ignore_files, scan
+from opswatch.syncer import PassReport, Syncer
+from opswatch.watcher import FolderAppeared, FolderGone, Watcher
+
+log = structlog.get_logger("opswatch.daemon")
+
+BACKOFF_START_S = 1.0
+BACKOFF_CAP_S = 60.0
+FAILED_RETRY_S = 30.0
+PROBE_INTERVAL_S = 20.0
+PROBE_DEADLINE_S = 5.0
+
+
+@dataclass
+class Request:
+    """A control command for the engine thread; ``result`` is resolved there."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    result: Future[dict[str, Any]] = field(default_factory=Future)
+
+
+AfterBatch = Callable[[PassReport], None]
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        paths: StatePaths,
+        remote: Remote,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        watch: bool = True,
+    ) -> None:
+        self.config = config
+        self.paths = paths
+        self.remote = remote
+        self.clock = clock
+        self.wall = wall
+        self.events: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.router = Router.from_config(
+            config, read_ignore_files(config.local_root, config.watched_folders)
+        )
+        self.manifest = Manifest(paths.manifest)
+        self.syncer = Syncer(config, remote, self.manifest, self.router)
+        sync = config.sync
+        self.debouncer = Debouncer(sync.debounce_ms / 1000, sync.max_delay_ms / 1000)
+        self.after_batch: list[AfterBatch] = []  # rebuilds plug in here
+        self.watcher = (
+            Watcher(config.local_root, config.watched_folders, self.events) if watch else None
+        )
+        self.stopping = threading.Event()
+        # engine-owned state
+        self.failed: dict[str, str] = {}
+        self.held: Batch | None = None
+        self.paused_until: float | None = None  # wall clock; inf = until resumed
+        self._state = State.OFFLINE
+        self._error: str | None = None
+        self._fatal = False
+        self._next_connect = 0.0
+        self._backoff = BACKOFF_START_S
+        self._next_probe = 0.0
+        self._next_reconcile = 0.0
+        self._next_failed_retry = 0.0
+        self._needs_reconcile = True
+        self._counters = {"uploaded": 0, "removed": 0}
+        self._last_sync: float | None = None
+        self._connected_since: float | None = None
+        self._conflicts: tuple[str, ...] = ()
+        self._extra: dict[str, object] = {}
+        self._status_lock = threading.Lock()
+        self._status = Status(State.OFFLINE, False, config.remote.host)
+        self._load_pause()
+
+    # -- thread-safe API -------------------------------------------------------------------
+
+    def submit(self, name: str, **args: Any) -> Future[dict[str, Any]]:
+        request = Request(name, args)
+        self.events.put(request)
+        return request.result
+
+    def status(self) -> Status:
+        with self._status_lock:
+            return self._status
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.events.put(None)  # wake the engine
+
+    # -- engine ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The engine loop; returns after ``stop()``. Pending changes stay for the next start."""
+        if self.watcher is not None:
+            self.watcher.start()
+        try:
+            self._publish()
+            while not self.stopping.is_set():
+                self._maintain_connection()
+                self._wait_and_handle()
+                self._maybe_send()
+                self._publish()
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            self.remote.close()
+            self.manifest.close()
+            log.info("stopped", pending=len(self._pending_paths()))
+
+    def _wait_and_handle(self) -> None:
+        timeout = self._next_wakeup() - self.clock()
+        try:
+            item = self.events.get(timeout=max(0.0, min(timeout, 1.0)))
+        except queue.Empty:
+            return
+        self._handle(item)
+        while True:  # drain what else is queued: a burst is handled in one go
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _next_wakeup(self) -> float:
+        now = self.clock()
+        candidates = [now + 1.0]
+        deadline = self.debouncer.deadline()
+        if deadline is not None and not self._paused():
+            candidates.append(deadline)
+        if not self.remote.connected:
+            candidates.append(self._next_connect)
+        return min(candidates)
+
+    def _handle(self, item: object) -> None:
+        now = self.clock()
+        if isinstance(item, Change):
+            self._on_change(item, now)
+        elif isinstance(item, FolderAppeared):
+            self._on_folder_appeared(item.path, now)
+        elif isinstance(item, FolderGone):
+            for entry in self.manifest.all().values():
+                if entry.local.startswith(item.path + "/"):
+                    self.debouncer.add(Change(entry.local, ChangeKind.DELETED), now)
+        elif isinstance(item, Request):
+            self._on_request(item)
+
+    def _on_change(self, change: Change, now: float) -> None:
+        if change.path.endswith("/" + IGNORE_FILE) or change.path == IGNORE_FILE:
+            folder = change.path.rpartition("/")[0]
+            full = self.config.local_root / change.path
+            lines = read_ignore_file(full) if full.exists() else None
+            self.router.set_ignore_file(folder, lines)
+            return
+        decision = self.router.decide(change.path)
+        if decision.verdict is Verdict.REFUSED:
+            log.debug("never", path=change.path, reason=decision.reason)
+            return
+        if decision.verdict is Verdict.ROUTED or self.manifest.for_local(change.path):
+            self.debouncer.add(change, now)
+
+    def _on_folder_appeared(self, folder: str, now: float) -> None:
+        index = scan(self.config.local_root, self.router, self.config.watched_folders)
+        for path in index.files:
+            if path.startswith(folder + "/"):
+                self.debouncer.add(Change(path, ChangeKind.CREATED), now)
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _maintain_connection(self) -> None:
+        now = self.clock()
+        if self.remote.connected:
+            if now >= self._next_probe:
+                self._probe(now)
+            return
+        if now < self._next_connect:
+            return
+        try:
+            self.remote.connect()
+        except OpswatchError as exc:
+            self._connection_failed(exc, now)
+            return
+        self._connected(now)
+
+    def _connected(self, now: float) -> None:
+        self._backoff = BACKOFF_START_S
+        self._connected_since = self.wall()
+        self._error = None
+        self._fatal = False
+        self._next_probe = now + PROBE_INTERVAL_S
+        self._needs_reconcile = True
+
+    def _connection_failed(self, exc: OpswatchError, now: float) -> None:
+        retryable = isinstance(exc, RemoteError) and exc.retryable
+        if str(exc) != self._error:
+            log.warning("disconnected" if retryable else "error", error=str(exc))
+        self._error = str(exc)
+        self._fatal = not retryable
+        self._connected_since = None
+        delay = self._backoff if retryable else BACKOFF_CAP_S
+        self._next_connect = now + delay * random.uniform(0.8, 1.2)  # noqa: S311 (jitter)
+        self._backoff = min(self._backoff * 2, BACKOFF_CAP_S)
+
+    def _probe(self, now: float) -> None:
+        try:
+            self.remote.probe(PROBE_DEADLINE_S)
+        except OpswatchError as exc:
+            self._connection_failed(exc, now)
+            return
+        self._next_probe = now + PROBE_INTERVAL_S
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _paused(self) -> bool:
+        if self.paused_until is None:
+            return False
+        if self.wall() >= self.paused_until:
+            self.paused_until = None
+            self._save_pause()
+            log.info("resumed", reason="pause expired")
+            return False
+        return True
+
+    def _maybe_send(self) -> None:
+        if not self.remote.connected or self._paused():
+            return
+        now = self.clock()
+        if self._needs_reconcile or now >= self._next_reconcile:
+            self._reconcile(now)
+            return
+        if self.failed and now >= self._next_failed_retry:
+            for path in list(self.failed):
+                self.debouncer.add(Change(path, ChangeKind.MODIFIED), now)
+            self.failed.clear()
+        batch = self.debouncer.due(now)
+        if batch is not None:
+            self._send(batch, flush=False)
+
+    def _reconcile(self, now: float) -> None:
+        try:
+            with self._syncing():
+                plan, _index = self.syncer.plan_reconcile()
+                self._conflicts = tuple(c.remote for c in plan.conflicts)
+                report = self.syncer.execute(plan)
+        except ConnectError as exc:
+            self._connection_failed(exc, now)
+            return
+        self._needs_reconcile = False
+        self._next_reconcile = now + max(self.config.sync.reconcile_interval_s, 1)
+        self._after(report, "reconcile")
+
+    def _send(self, batch: Batch, *, flush: bool) -> PassReport | None:
+        hold_over = self.config.sync.hold_over
+        if not flush and hold_over and len(batch) > hold_over:
+            self._hold(batch)
+            return None
+        try:
+            with self._syncing():
+                plan = self.syncer.plan_paths(batch.paths)
+                self._conflicts = tuple(
+                    sorted(set(self._conflicts) | {c.remote for c in plan.conflicts})
+                )
+                report = self.syncer.execute(plan)
+        except ConnectError as exc:
+            self._requeue(batch)
+            self._connection_failed(exc, self.clock())
+            raise
+        log.info(
+            "batch", files=len(batch), uploaded=len(report.uploaded), removed=len(report.removed)
+        )
+        self._after(report, "batch")
+        return report
+
+    def _hold(self, batch: Batch) -> None:
+        merged = dict.fromkeys(self.held.paths if self.held else ())
+        merged.update(dict.fromkeys(batch.paths))
+        changes = {c.path: c for c in (self.held.changes if self.held else ())}
+        changes.update({c.path: c for c in batch.changes})
+        self.held = Batch(tuple(changes[p] for p in merged))
+        log.warning("held", files=len(self.held), first=list(self.held.paths[:5]))
+
+    def _requeue(self, batch: Batch) -> None:
+        now = self.clock()
+        for change in batch.changes:
+            self.debouncer.add(change, now)
+
+    def _after(self, report: PassReport, kind: str) -> None:
+        now = self.clock()
+        self._counters["uploaded"] += len(report.uploaded)
+        self._counters["removed"] += len(report.removed)
+        for path in report.changed_meanwhile:
+            self.debouncer.add(Change(path, ChangeKind.MODIFIED), now)
+        if report.failed:
+            self.failed.update(report.failed)
+            self._next_failed_retry = now + FAILED_RETRY_S
+            first = next(iter(report.failed.items()))
+            self._error = f"{first[0]}: {first[1]}"
+        elif not self.failed:
+            self._error = None
+        if report.refused:
+            path, reason = next(iter(report.refused.items()))
+            self._error = f"{path}: refused: {reason}"
+        if report.uploaded or report.removed or kind == "reconcile":
+            self._last_sync = self.wall()
+        for hook in self.after_batch:
+            hook(report)
+
+    # -- control requests ------------------------------------------------------------------
+
+    def _on_request(self, request: Request) -> None:
+        handler = getattr(self, f"_request_{request.name}", None)
+        if handler is None:
+            request.result.set_exception(OpswatchError(f"unknown request {request.name!r}"))
+            return
+        try:
+            request.result.set_result(handler(**request.args))
+        except OpswatchError as exc:
+            request.result.set_exception(exc)
+        self._publish()
+
+    def _request_status(self) -> dict[str, Any]:
+        return self.status().to_json()
+
+    def _request_pause(self, seconds: float | None = None) -> dict[str, Any]:
+        self.paused_until = float("inf") if seconds is None else self.wall() + seconds
+        self._save_pause()
+        log.info("paused", until=iso(self.paused_until) if seconds else None)
+        return {"paused_until": iso(self.paused_until) if seconds is not None else None}
+
+    def _request_resume(self) -> dict[str, Any]:
+        self.paused_until = None
+        self._save_pause()
+        log.info("resumed", pending=len(self._pending_paths()))
+        return self._request_flush()
+
+    def _request_flush(self) -> dict[str, Any]:
+        """Send everything pending now (held and failed files too); answer once it landed."""
+        now = self.clock()
+        if not self.remote.connected:
+            self._next_connect = now
+            self._maintain_connection()
+            if not self.remote.connected:
+                raise ConnectError(self._error or "not connected")
+        changes = {c.path: c for c in (self.held.changes if self.held else ())}
+        self.held = None
+        for path in self.failed:
+            changes.setdefault(path, Change(path, ChangeKind.MODIFIED))
+        self.failed.clear()
+        pending = self.debouncer.take()
+        for change in pending.changes if pending else ():
+            changes[change.path] = change
+        if not changes:
+            return {"sent": 0, "failed": {}}
+        report = self._send(Batch(tuple(changes.values())), flush=True)
+        assert report is not None
+        if report.failed or report.refused:
+            raise RemoteError(
+                f"{len(report.failed) + len(report.refused)} file(s) failed: {self._error}"
+            )
+        return {"sent": len(report.uploaded) + len(report.removed), "failed": {}}
+
+    def _request_reconnect(self) -> dict[str, Any]:
+        self.remote.close()
+        self._next_connect = self.clock()
+        self._backoff = BACKOFF_START_S
+        return {}
+
+    # -- pause flag on disk ----------------------------------------------------------------
+
+    def _load_pause(self) -> None:
+        try:
+            saved = json.loads(self.paths.pause_file.read_text())
+        except (OSError, ValueError):
+            return
+        until = saved.get("until")
+        self.paused_until = float("inf") if until is None else float(until)
+
+    def _save_pause(self) -> None:
+        if self.paused_until is None:
+            self.paths.pause_file.unlink(missing_ok=True)
+            return
+        until = None if self.paused_until == float("inf") else self.paused_until
+        temp = self.paths.pause_file.with_suffix(".tmp")
+        temp.write_text(json.dumps({"until": until}))
+        os.replace(temp, self.paths.pause_file)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _pending_paths(self) -> tuple[str, ...]:
+        held = self.held.paths if self.held else ()
+        return tuple(dict.fromkeys((*self.debouncer.paths, *self.failed, *held)))
+
+    @contextmanager
+    def _syncing(self) -> Iterator[None]:
+        self._state = State.SYNCING
+        self._publish()
+        try:
+            yield
+        finally:
+            self._state = State.WATCHING
+
+    def _derive_state(self) -> State:
+        if self._paused():
+            return State.PAUSED
+        if self._fatal:
+            return State.ERROR
+        if not self.remote.connected:
+            return State.OFFLINE
+        if self.held is not None:
+            return State.HELD
+        return self._state if self._state is State.SYNCING else State.WATCHING
+
+    def _publish(self) -> None:
+        state = self._derive_state()
+        paused = self.paused_until if self.paused_until not in (None, float("inf")) else None
+        status = Status(
+            state=state,
+            connected=self.remote.connected,
+            host=self.config.remote.host,
+            pending_paths=self._pending_paths(),
+            last_sync=iso(self._last_sync),
+            last_error=self._error,
+            paused_until=iso(paused),
+            uploaded=self._counters["uploaded"],
+            removed=self._counters["removed"],
+            connected_since=iso(self._connected_since),
+            conflicts=self._conflicts,
+            held_paths=self.held.paths if self.held else (),
+            pid=os.getpid(),
+            config=str(self.config.source),
+            extra=dict(self._extra),
+        )
+        with self._status_lock:
+            self._status = replace(status)

@@ -1,0 +1,93 @@
+"""The one exception tree of opswatch; every expected failure is one of these.
+
+    OpswatchError                 exit 1 unless a subclass says otherwise
+    ├── UsageError                exit 2: bad command line
+    ├── ConfigError               exit 2: the config file is unreadable or invalid
+    ├── NotRunningError           exit 3: no daemon answers on the control socket
+    ├── AlreadyRunningError       another daemon holds this config's state folder
+    ├── LocalFileError            a local file could not be read (vanished, permissions)
+    └── RemoteError               anything between us and the server
+        ├── ConnectError          the server can't be reached, or the connection dropped
+        ├── AuthError             the server refused every key we offered
+        ├── HostKeyError          the host key is unknown or changed: never retried blindly
+        │   ├── UnknownHostKeyError
+        │   └── ChangedHostKeyError
+        ├── RemoteFileError       one remote file operation failed (permission, full disk)
+        └── RemoteCommandError    a remote command failed or timed out
+
+Third-party exceptions (paramiko, socket, sqlite) are translated into these at the adapter that
+calls the library, with ``raise … from exc``; nothing above the adapters sees a paramiko type.
+"""
+
+from __future__ import annotations
+
+
+class OpswatchError(Exception):
+    """Base of every expected opswatch failure; the CLI prints it as one ``error:`` line."""
+
+    exit_code = 1
+
+
+class UsageError(OpswatchError):
+    exit_code = 2
+
+
+class ConfigError(OpswatchError):
+    """Every problem found in a config file at once, each naming the file and the key."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class NotRunningError(OpswatchError):
+    exit_code = 3
+
+
+class AlreadyRunningError(OpswatchError):
+    pass
+
+
+class LocalFileError(OpswatchError):
+    pass
+
+
+class RemoteError(OpswatchError):
+    """Something between us and the server; ``retryable`` says whether reconnecting may help."""
+
+    retryable = True
+
+
+class ConnectError(RemoteError):
+    pass
+
+
+class AuthError(RemoteError):
+    retryable = False
+
+
+class HostKeyError(RemoteError):
+    retryable = False
+
+
+class UnknownHostKeyError(HostKeyError):
+    pass
+
+
+class ChangedHostKeyError(HostKeyError):
+    pass
+
+
+class RemoteFileError(RemoteError):
+    """One file failed on the server; the connection itself is still fine."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class RemoteCommandError(RemoteError):
+    pass

@@ -1,0 +1,75 @@
+"""The manifest: a sqlite record of what opswatch pushed, per remote path.
+
+It lets a restart skip unchanged files without hashing them, lets ``delete`` touch only files
+opswatch manages, and tells a file changed on the server (a conflict) from one opswatch wrote.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from opswatch.model import Pushed
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pushed (
+    remote    TEXT PRIMARY KEY,
+    local     TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    mode      INTEGER NOT NULL,
+    pushed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pushed_local ON pushed (local);
+"""
+
+
+class Manifest:
+    def __init__(self, path: Path | None) -> None:
+        """``None`` keeps the manifest in memory (dry runs, tests)."""
+        self.path = path
+        target = str(path) if path is not None else ":memory:"
+        # The engine thread owns the manifest; the lock only guards the rare status read.
+        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def get(self, remote: str) -> Pushed | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM pushed WHERE remote = ?", (remote,)).fetchone()
+        return Pushed(*row) if row else None
+
+    def all(self) -> dict[str, Pushed]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM pushed").fetchall()
+        return {row[0]: Pushed(*row) for row in rows}
+
+    def for_local(self, local: str) -> list[Pushed]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM pushed WHERE local = ?", (local,)).fetchall()
+        return [Pushed(*row) for row in rows]
+
+    def record(self, entries: Iterable[Pushed]) -> None:
+        rows = [
+            (e.remote, e.local, e.sha256, e.size, e.mtime_ns, e.mode, e.pushed_at) for e in entries
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO pushed VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+
+    def forget(self, remotes: Iterable[str]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM pushed WHERE remote = ?", [(r,) for r in remotes])
+            self._db.execute("COMMIT")

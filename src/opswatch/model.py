@@ -1,0 +1,196 @@
+"""Plain data that crosses module boundaries: changes, batches, actions and the daemon's status."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ChangeKind(enum.Enum):
+    CREATED = "created"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something happened to ``path`` (POSIX, relative to ``local.root``)."""
+
+    path: str
+    kind: ChangeKind
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Changes that go together: one entry per path, already coalesced."""
+
+    changes: tuple[Change, ...]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(change.path for change in self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """What ``lstat`` (or ``stat`` of an allowed symlink) said about a local regular file."""
+
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits only
+
+    @property
+    def mtime_s(self) -> int:
+        return self.mtime_ns // 1_000_000_000
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """What SFTP ``stat`` said about a remote file; SFTP carries whole-second mtimes only."""
+
+    size: int
+    mtime_s: int
+    mode: int
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """The manifest's record of the last upload of one remote path."""
+
+    remote: str
+    local: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    mode: int
+    pushed_at: float
+
+    @property
+    def mtime_s(self) -> int:
+        return self.mtime_ns // 1_000_000_000
+
+    def matches_local(self, local: LocalFile) -> bool:
+        return (local.size, local.mtime_ns, local.mode) == (self.size, self.mtime_ns, self.mode)
+
+    def matches_remote(self, remote: RemoteFile) -> bool:
+        return (remote.size, remote.mtime_s) == (self.size, self.mtime_s)
+
+
+@dataclass(frozen=True)
+class Upload:
+    local: str  # relative to local.root
+    remote: str  # absolute POSIX path on the server
+    file: LocalFile
+    force: bool = False  # overwrite even if the server's copy changed since we pushed it
+
+
+@dataclass(frozen=True)
+class Remove:
+    local: str
+    remote: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A path the plan looked at and will not touch, with the reason (shown by ``--dry-run``)."""
+
+    local: str
+    reason: str
+    remote: str | None = None
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """The server's copy changed since opswatch last pushed it; left alone until ``--force``."""
+
+    local: str
+    remote: str
+
+
+Action = Upload | Remove
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+
+    @property
+    def uploads(self) -> tuple[Upload, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Upload))
+
+    @property
+    def removes(self) -> tuple[Remove, ...]:
+        return tuple(a for a in self.actions if isinstance(a, Remove))
+
+
+class State(enum.Enum):
+    WATCHING = "watching"
+    SYNCING = "syncing"
+    PAUSED = "paused"
+    HELD = "held"
+    OFFLINE = "offline"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    service: str
+    ok: bool
+    at: str  # ISO 8601
+    detail: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``opswatch status`` shows; ``to_json`` is the documented ``--json`` object."""
+
+    state: State
+    connected: bool
+    host: str
+    pending_paths: tuple[str, ...] = ()
+    last_sync: str | None = None
+    last_error: str | None = None
+    paused_until: str | None = None
+    uploaded: int = 0
+    removed: int = 0
+    connected_since: str | None = None
+    rebuilds: tuple[RebuildResult, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    held_paths: tuple[str, ...] = ()
+    pid: int = 0
+    config: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        return len(self.pending_paths)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "connected": self.connected,
+            "host": self.host,
+            "pending": self.pending,
+            "pending_paths": list(self.pending_paths),
+            "last_sync": self.last_sync,
+            "last_error": self.last_error,
+            "paused_until": self.paused_until,
+            "uploaded": self.uploaded,
+            "removed": self.removed,
+            "connected_since": self.connected_since,
+            "rebuilds": [
+                {"service": r.service, "ok": r.ok, "at": r.at, "detail": r.detail}
+                for r in self.rebuilds
+            ],
+            "conflicts": list(self.conflicts),
+            "held": len(self.held_paths),
+            "held_paths": list(self.held_paths),
+            "pid": self.pid,
+            "config": self.config,
+            **self.extra,
+        }

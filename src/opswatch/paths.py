@@ -1,0 +1,72 @@
+"""Where a config's state lives: control socket, manifest, pause flag, lock, logs.
+
+``$OPSWATCH_STATE_DIR`` if set, else the platform's state and runtime folders. Each config gets
+its own subfolder (named after the config's absolute path), so two configs never share a socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+STATE_ENV = "OPSWATCH_STATE_DIR"
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    state: Path  # manifest, pause flag, lock, saved conflicts
+    runtime: Path  # the control socket; mode 0700
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "control.sock"
+
+    @property
+    def manifest(self) -> Path:
+        return self.state / "manifest.sqlite"
+
+    @property
+    def pause_file(self) -> Path:
+        return self.state / "paused.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.runtime / "daemon.lock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state / "opswatch.log"
+
+    @property
+    def conflicts(self) -> Path:
+        return self.state / "conflicts"
+
+    def ensure(self) -> StatePaths:
+        for folder in (self.state, self.runtime):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        return self
+
+
+def config_key(config_path: Path) -> str:
+    """A short, stable, readable folder name for one config file."""
+    absolute = os.path.abspath(config_path)
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(absolute).parent.name)[:24] or "root"
+    return f"{stem}-{digest}"
+
+
+def state_paths(config_path: Path) -> StatePaths:
+    key = config_key(config_path)
+    base = os.environ.get(STATE_ENV)
+    if base:
+        folder = Path(base) / key
+        return StatePaths(state=folder, runtime=folder)
+    state = Path(platformdirs.user_state_dir("opswatch", appauthor=False)) / key
+    runtime = Path(platformdirs.user_runtime_dir("opswatch", appauthor=False)) / key
+    return StatePaths(state=state, runtime=runtime)

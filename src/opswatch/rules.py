@@ -1,0 +1,177 @@
+"""Which files go where: first-match routing, ignore patterns, and ``never``, which always wins.
+
+Pure: paths in, decisions out. Paths are POSIX and relative to ``local.root``; folders are
+matched with a trailing ``/`` so that folder patterns such as ``data/`` apply at any depth.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pathspec
+
+from opswatch.config import Config, Rule
+
+BUILTIN_IGNORE = (
+    # vim: swap files, backups, and the probe file it writes to test a folder
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    ".*.sw?",
+    "4913",
+    "*~",
+    # emacs: lock files and autosaves
+    ".#*",
+    "#*#",
+    # JetBrains "safe write"
+    "*___jb_tmp___",
+    "*___jb_old___",
+    # other editors and tools
+    ".DS_Store",
+    "*.tmp",
+    ".git/",
+    "__pycache__/",
+    ".opswatchignore",
+)
+
+BUILTIN_NEVER = (
+    ".env",
+    ".env.*",
+    "data/",
+    "certs/",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+)
+
+IGNORE_FILE = ".opswatchignore"
+
+
+class Verdict(enum.Enum):
+    ROUTED = "routed"
+    IGNORED = "ignored"
+    REFUSED = "refused"  # matched ``never``
+    UNROUTED = "unrouted"  # no rule selects it
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    targets: tuple[str, ...] = ()  # absolute remote paths, when routed
+    reason: str = ""
+
+
+def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
+def ancestors(path: str) -> list[str]:
+    """``a/b/c`` → ``["a/", "a/b/"]``: the folders a path lies in, as folder patterns see them."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+
+
+def _under(path: str, folder: str) -> str | None:
+    """The part of ``path`` below ``folder``, or None when it is not below it."""
+    if folder == "":
+        return path
+    if path.startswith(folder + "/"):
+        return path[len(folder) + 1 :]
+    return None
+
+
+class Router:
+    """Decides for each local path whether it is synced, to which remote paths, and why not."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        remote_root: str,
+        *,
+        ignore: Sequence[str] = (),
+        never: Sequence[str] = (),
+        ignore_files: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.rules = tuple(rules)
+        self.remote_root = remote_root
+        self._never_patterns = (*BUILTIN_NEVER, *never)
+        self._never = _spec(self._never_patterns)
+        self._ignore = _spec((*BUILTIN_IGNORE, *ignore))
+        self._matches = [_spec(rule.match) if rule.match is not None else None for rule in rules]
+        self._ignore_files: dict[str, pathspec.GitIgnoreSpec] = {}
+        for folder, lines in (ignore_files or {}).items():
+            self.set_ignore_file(folder, lines)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, ignore_files: Mapping[str, Sequence[str]] | None = None
+    ) -> Router:
+        return cls(
+            config.rules,
+            config.remote.root,
+            ignore=config.sync.ignore,
+            never=config.sync.never,
+            ignore_files=ignore_files,
+        )
+
+    def set_ignore_file(self, folder: str, lines: Sequence[str] | None) -> None:
+        """Install (or with ``None`` drop) the patterns of ``folder/.opswatchignore``."""
+        if lines is None:
+            self._ignore_files.pop(folder, None)
+        else:
+            self._ignore_files[folder] = _spec(lines)
+
+    def never_reason(self, path: str) -> str | None:
+        for candidate in (*ancestors(path), path):
+            result = self._never.check_file(candidate)
+            if result.include and result.index is not None:
+                return f'never: matches "{self._never_patterns[result.index]}"'
+        return None
+
+    def is_ignored(self, path: str) -> bool:
+        candidates = (*ancestors(path), path)
+        if any(self._ignore.match_file(c) for c in candidates):
+            return True
+        for folder, spec in self._ignore_files.items():
+            inside = [rel for c in candidates if (rel := _under(c, folder))]
+            if any(spec.match_file(rel) for rel in inside):
+                return True
+        return False
+
+    def excluded_folder(self, folder: str) -> str | None:
+        """Why a whole folder (no trailing slash) can be skipped by a walk, or None."""
+        as_folder = folder + "/"
+        if reason := self.never_reason(as_folder):
+            return reason
+        if self.is_ignored(as_folder):
+            return "ignored"
+        return None
+
+    def targets(self, path: str) -> tuple[str, ...]:
+        for rule, match in zip(self.rules, self._matches, strict=True):
+            rel = _under(path, rule.source)
+            if rel is None or not rel:
+                continue
+            if match is None or match.match_file(rel):
+                return tuple(posixpath.join(self.remote_root, to, rel) for to in rule.to)
+        return ()
+
+    def decide(self, path: str) -> Decision:
+        if ".." in path.split("/") or path.startswith("/"):
+            return Decision(Verdict.REFUSED, reason='path escapes the root ("..")')
+        if reason := self.never_reason(path):
+            return Decision(Verdict.REFUSED, reason=reason)
+        if self.is_ignored(path):
+            return Decision(Verdict.IGNORED, reason="ignored")
+        targets = self.targets(path)
+        if not targets:
+            return Decision(Verdict.UNROUTED, reason="no rule selects it")
+        return Decision(Verdict.ROUTED, targets=targets)
+
+    def watched(self, path: str) -> bool:
+        """Is ``path`` inside one of the rules' ``from`` folders at all?"""
+        return any(_under(path, rule.source) for rule in self.rules)

@@ -1,0 +1,167 @@
+"""One pass of syncing: look at the local files, the manifest and the server, plan, execute.
+
+Serves the daemon (a watched batch, a reconcile) and ``opswatch sync``. Owns no thread and no
+clock of its own; the caller decides when a pass runs and what happens to what failed.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from opswatch.config import Config
+from opswatch.manifest import Manifest
+from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
+from opswatch.plan import plan, remote_folders
+from opswatch.remote import Remote, UploadJob, UploadOutcome
+from opswatch.rules import Router, Verdict
+from opswatch.scan import LocalIndex, local_file, scan
+
+log = structlog.get_logger("opswatch.sync")
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class PassReport:
+    uploaded: list[UploadOutcome] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # remote paths
+    failed: dict[str, str] = field(default_factory=dict)  # local path → reason, retried later
+    refused: dict[str, str] = field(default_factory=dict)  # local path → reason, not retried
+    changed_meanwhile: list[str] = field(default_factory=list)  # local paths to send again
+    conflicts: tuple[Conflict, ...] = ()
+    landed: list[str] = field(default_factory=list)  # local paths confirmed remotely (rebuilds)
+
+
+class Syncer:
+    def __init__(self, config: Config, remote: Remote, manifest: Manifest, router: Router) -> None:
+        self.config = config
+        self.remote = remote
+        self.manifest = manifest
+        self.router = router
+        self.folders = config.watched_folders
+
+    # -- planning --------------------------------------------------------------------------
+
+    def plan_reconcile(self, *, force: bool = False) -> tuple[Plan, LocalIndex]:
+        """Every routed local file and every file the manifest knows, against the server."""
+        index = scan(self.config.local_root, self.router, self.folders)
+        manifest = self.manifest.all()
+        targets = [t for p in index.files for t in self.router.decide(p).targets]
+        targets += list(manifest)
+        remote = self._list_remote(targets)
+        paths = [*index.files, *(e.local for e in manifest.values())]
+        local: dict[str, LocalFile | Skip | None] = dict(index.files)
+        result = plan(
+            paths,
+            self.router,
+            local,
+            manifest,
+            remote,
+            delete=self.config.sync.delete,
+            force=force,
+        )
+        skipped = (*index.refused, *result.skipped)
+        return Plan(result.actions, skipped, result.conflicts), index
+
+    def plan_paths(self, paths: Iterable[str], *, force: bool = False) -> Plan:
+        """The files of a watched batch: only they are looked at, locally and remotely."""
+        paths = list(dict.fromkeys(paths))
+        local = {p: local_file(self.config.local_root, p, self.folders) for p in paths}
+        manifest: dict[str, Pushed] = {}
+        targets: list[str] = []
+        for path in paths:
+            for entry in self.manifest.for_local(path):
+                manifest[entry.remote] = entry
+            decision = self.router.decide(path)
+            if decision.verdict is Verdict.ROUTED and local[path] is not None:
+                targets.extend(decision.targets)
+        remote = self.remote.stat_many(targets) if targets else {}
+        return plan(
+            paths, self.router, local, manifest, remote, delete=self.config.sync.delete, force=force
+        )
+
+    def _list_remote(self, targets: list[str]) -> dict[str, RemoteFile | None]:
+        """One listing per remote folder instead of one stat per file."""
+        found: dict[str, RemoteFile | None] = {}
+        for folder in remote_folders(targets):
+            listing = self.remote.list_folder(folder)
+            for name, info in listing.items():
+                found[posixpath.join(folder, name)] = info
+        return {t: found.get(t) for t in targets}
+
+    # -- execution -------------------------------------------------------------------------
+
+    def execute(self, plan: Plan, progress: Progress | None = None) -> PassReport:
+        report = PassReport(conflicts=plan.conflicts)
+        for conflict in plan.conflicts:
+            log.warning("conflict", path=conflict.local, remote=conflict.remote)
+        uploads = plan.uploads
+        total = len(uploads) + len(plan.removes)
+        if uploads:
+            self._upload(uploads, report, progress, total)
+        done = len(uploads)
+        for remove in plan.removes:
+            self.remote.remove(remove.remote)
+            self.manifest.forget([remove.remote])
+            report.removed.append(remove.remote)
+            report.landed.append(remove.local)
+            log.info("remove", path=remove.local, remote=remove.remote)
+            done += 1
+            if progress:
+                progress(done, total)
+        return report
+
+    def _upload(
+        self, uploads: tuple[Upload, ...], report: PassReport, progress: Progress | None, total: int
+    ) -> None:
+        root = self.config.local_root
+        jobs = [UploadJob(root / u.local, u.remote, u.file.mode, u.file.mtime_ns) for u in uploads]
+        by_remote = {u.remote: u for u in uploads}
+        started = time.monotonic()
+        outcomes = self.remote.upload_many(jobs)
+        elapsed_ms = (time.monotonic() - started) * 1000 / max(len(jobs), 1)
+        pushed = []
+        for count, outcome in enumerate(outcomes, 1):
+            upload = by_remote[outcome.job.remote]
+            if outcome.refused:
+                report.refused[upload.local] = outcome.refused
+                log.warning("refused", path=upload.local, reason=outcome.refused)
+            elif outcome.error is not None:
+                report.failed[upload.local] = str(outcome.error)
+                log.warning("upload_failed", path=upload.local, error=str(outcome.error))
+            else:
+                pushed.append(self._landed(upload, outcome, report, elapsed_ms))
+            if progress:
+                progress(count, total)
+        self.manifest.record(pushed)
+
+    def _landed(
+        self, upload: Upload, outcome: UploadOutcome, report: PassReport, ms: float
+    ) -> Pushed:
+        report.uploaded.append(outcome)
+        report.landed.append(upload.local)
+        now = local_file(self.config.local_root, upload.local, self.folders)
+        if now != upload.file:
+            # Written to while we read it: what landed is whole, but not the latest version.
+            report.changed_meanwhile.append(upload.local)
+        log.info(
+            "upload",
+            path=upload.local,
+            remote=upload.remote,
+            bytes=outcome.size,
+            ms=round(ms, 2),
+        )
+        return Pushed(
+            remote=upload.remote,
+            local=upload.local,
+            sha256=outcome.sha256,
+            size=outcome.size,
+            mtime_ns=upload.file.mtime_ns,
+            mode=upload.file.mode,
+            pushed_at=time.time(),
+        )

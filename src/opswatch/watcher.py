@@ -1,0 +1,124 @@
+"""watchdog → events on a queue, and nothing else.
+
+The handler runs on watchdog's thread and must stay cheap: it turns each filesystem event into
+``Change``s (or a folder to rescan / a folder that vanished) relative to ``local.root`` and
+enqueues them. Deciding what they mean is the engine's job.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    EVENT_TYPE_ATTRIB,
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from opswatch.model import Change, ChangeKind
+
+
+@dataclass(frozen=True)
+class FolderAppeared:
+    """A folder was created or moved in: its files are not announced one by one."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class FolderGone:
+    """A folder was deleted or moved away: every file below it is gone."""
+
+    path: str
+
+
+WatchEvent = Change | FolderAppeared | FolderGone
+
+_KINDS = {
+    EVENT_TYPE_CREATED: ChangeKind.CREATED,
+    EVENT_TYPE_MODIFIED: ChangeKind.MODIFIED,
+    EVENT_TYPE_CLOSED: ChangeKind.MODIFIED,
+    EVENT_TYPE_ATTRIB: ChangeKind.MODIFIED,  # chmod +x must reach the server too
+    EVENT_TYPE_DELETED: ChangeKind.DELETED,
+}
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, root: str, sink: queue.SimpleQueue[object]) -> None:
+        self._prefix = root.rstrip(os.sep) + os.sep
+        self._sink = sink
+
+    def _relative(self, path: str | bytes) -> str | None:
+        text = os.fsdecode(path)
+        if not text.startswith(self._prefix):
+            return None
+        return text[len(self._prefix) :].replace(os.sep, "/")
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type == EVENT_TYPE_MOVED:
+            self._moved(event)
+            return
+        kind = _KINDS.get(event.event_type)
+        path = self._relative(event.src_path)
+        if kind is None or not path:
+            return
+        if not event.is_directory:
+            self._sink.put(Change(path, kind))
+        elif kind is ChangeKind.CREATED:
+            self._sink.put(FolderAppeared(path))
+        elif kind is ChangeKind.DELETED:
+            self._sink.put(FolderGone(path))
+
+    def _moved(self, event: FileSystemEvent) -> None:
+        source = self._relative(event.src_path)
+        dest = self._relative(event.dest_path)
+        if event.is_directory:
+            if source:
+                self._sink.put(FolderGone(source))
+            if dest:
+                self._sink.put(FolderAppeared(dest))
+            return
+        if source:
+            self._sink.put(Change(source, ChangeKind.DELETED))
+        if dest:
+            self._sink.put(Change(dest, ChangeKind.CREATED))
+
+
+def _existing(root: Path, folder: str) -> Path:
+    """The folder itself, or its nearest existing ancestor (a rule may name a folder to come)."""
+    path = root / folder
+    while not path.is_dir() and path != root:
+        path = path.parent
+    return path
+
+
+class Watcher:
+    def __init__(self, root: Path, folders: tuple[str, ...], sink: queue.SimpleQueue[object]):
+        self.root = root
+        self.folders = folders
+        self._handler = _Handler(str(root), sink)
+        self._observer: BaseObserver | None = None
+
+    def start(self) -> None:
+        observer = Observer()
+        for path in sorted({_existing(self.root, f) for f in self.folders}):
+            observer.schedule(self._handler, str(path), recursive=True)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
