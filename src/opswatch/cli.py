@@ -6,62 +6,14 @@ or usage, 3 when the daemon is not running); anything unexpected prints a traceb
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import click
 
 from opswatch import __version__, logs
-from opswatch.config import Config, find_config, load_config
-from opswatch.errors import OpswatchError
-from opswatch.paths import StatePaths, state_paths
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@dataclass
-class App:
-    """What every command gets: where the config is, loaded on first use."""
-
-    config_path: Path
-    log_format: str
-    log_level: str
-    _config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-    @property
-    def paths(self) -> StatePaths:
-        return state_paths(self.config.source)
-
-
-def expected_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Print an ``OpswatchError`` as one line and exit with its code."""
-
-    @wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except OpswatchError as exc:
-            problems = getattr(exc, "problems", None) or [str(exc)]
-            for problem in problems:
-                click.echo(f"error: {problem}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
-
-
-pass_app = click.make_pass_decorator(App)
+from opswatch.cliapp import App, expected_errors, pass_app
+from opswatch.config import find_config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,10 +71,6 @@ def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
     from opswatch.oneshot import run_sync
 
     sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
-
-
-def echo_json(value: object) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 def main() -> None:

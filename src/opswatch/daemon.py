@@ -26,7 +26,7 @@ from opswatch.config import Config
 from opswatch.debounce import Debouncer
 from opswatch.errors import ConnectError, OpswatchError, RemoteError
 from opswatch.manifest import Manifest
-from opswatch.model import Batch, Change, ChangeKind, State, Status
+from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status
 from opswatch.paths import StatePaths
 from opswatch.remote import Remote
 from opswatch.rules import IGNORE_FILE, Router, Verdict
@@ -85,7 +85,8 @@ class Daemon:
         self.syncer = Syncer(config, remote, self.manifest, self.router)
         sync = config.sync
         self.debouncer = Debouncer(sync.debounce_ms / 1000, sync.max_delay_ms / 1000)
-        self.after_batch: list[AfterBatch] = []  # rebuilds plug in here
+        self.after_batch: list[AfterBatch] = []  # rebuilds plug in here, on the engine thread
+        self.rebuilds: dict[str, RebuildResult] = {}  # last result per service, for status
         self.watcher = (
             Watcher(config.local_root, config.watched_folders, self.events) if watch else None
         )
@@ -463,6 +464,7 @@ class Daemon:
             uploaded=self._counters["uploaded"],
             removed=self._counters["removed"],
             connected_since=iso(self._connected_since),
+            rebuilds=tuple(self.rebuilds.values()),
             conflicts=self._conflicts,
             held_paths=self.held.paths if self.held else (),
             pid=os.getpid(),
