@@ -25,7 +25,7 @@ BUILTIN_IGNORE = (
     "*~",
     # emacs: lock files and autosaves
     ".#*",
-    "#*#",
+    "\\#*#",  # a leading "#" would make the pattern a comment
     # JetBrains "safe write"
     "*___jb_tmp___",
     "*___jb_old___",
