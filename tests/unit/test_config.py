@@ -108,7 +108,7 @@ def test_to_may_be_a_list_that_fans_out() -> None:
 def test_load_config_reports_bad_toml_with_the_file_name(tmp_path: Path) -> None:
     path = tmp_path / "opswatch.toml"
     path.write_text("[remote\nhost = 1\n")
-    with pytest.raises(ConfigError, match="opswatch.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"opswatch\.toml: not valid TOML"):
         load_config(path)
 
 
