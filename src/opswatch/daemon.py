@@ -25,9 +25,11 @@ import structlog
 from opswatch.config import Config
 from opswatch.debounce import Debouncer
 from opswatch.errors import ConnectError, OpswatchError, RemoteError
+from opswatch.gitstate import HeadWatch
 from opswatch.manifest import Manifest
 from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status
 from opswatch.paths import StatePaths
+from opswatch.progress import progress_bar
 from opswatch.remote import Remote
 from opswatch.rules import IGNORE_FILE, Router, Verdict
 from opswatch.scan import read_ignore_file, read_ignore_files, scan
@@ -91,6 +93,7 @@ class Daemon:
             Watcher(config.local_root, config.watched_folders, self.events) if watch else None
         )
         self.stopping = threading.Event()
+        self.head = HeadWatch(config.local_root)  # a branch switch holds the batch it causes
         # engine-owned state
         self.failed: dict[str, str] = {}
         self.held: Batch | None = None
@@ -262,6 +265,8 @@ class Daemon:
         return True
 
     def _maybe_send(self) -> None:
+        if self.debouncer.deadline() is None:
+            self.head.settle(self.wall())
         if not self.remote.connected or self._paused():
             return
         now = self.clock()
@@ -281,7 +286,13 @@ class Daemon:
             with self._syncing():
                 plan, _index = self.syncer.plan_reconcile()
                 self._conflicts = tuple(c.remote for c in plan.conflicts)
-                report = self.syncer.execute(plan)
+                if self.held is not None:
+                    # A reconnect or the periodic reconcile must not send what waits for flush.
+                    held = set(self.held.paths)
+                    actions = tuple(a for a in plan.actions if a.local not in held)
+                    plan = replace(plan, actions=actions)
+                with progress_bar("reconcile", len(plan.actions), log_only=True) as advance:
+                    report = self.syncer.execute(plan, progress=advance)
         except ConnectError as exc:
             self._connection_failed(exc, now)
             return
@@ -290,9 +301,9 @@ class Daemon:
         self._after(report, "reconcile")
 
     def _send(self, batch: Batch, *, flush: bool) -> PassReport | None:
-        hold_over = self.config.sync.hold_over
-        if not flush and hold_over and len(batch) > hold_over:
-            self._hold(batch)
+        reason = None if flush else self._hold_reason(batch)
+        if reason is not None:
+            self._hold(batch, reason)
             return None
         try:
             with self._syncing():
@@ -311,13 +322,25 @@ class Daemon:
         self._after(report, "batch")
         return report
 
-    def _hold(self, batch: Batch) -> None:
+    def _hold_reason(self, batch: Batch) -> str | None:
+        switched = self.head.moved()  # asked every time, so one switch holds one batch
+        hold_over = self.config.sync.hold_over
+        if not hold_over:
+            return None
+        if switched:
+            return f"git HEAD changed (now {self.head.describe()})"
+        if len(batch) > hold_over:
+            return f"{len(batch)} files at once (sync.hold_over = {hold_over})"
+        return None
+
+    def _hold(self, batch: Batch, reason: str) -> None:
         merged = dict.fromkeys(self.held.paths if self.held else ())
         merged.update(dict.fromkeys(batch.paths))
         changes = {c.path: c for c in (self.held.changes if self.held else ())}
         changes.update({c.path: c for c in batch.changes})
         self.held = Batch(tuple(changes[p] for p in merged))
-        log.warning("held", files=len(self.held), first=list(self.held.paths[:5]))
+        self._extra["held_reason"] = reason
+        log.warning("held", reason=reason, files=len(self.held), first=list(self.held.paths[:5]))
 
     def _requeue(self, batch: Batch) -> None:
         now = self.clock()
@@ -383,6 +406,7 @@ class Daemon:
                 raise ConnectError(self._error or "not connected")
         changes = {c.path: c for c in (self.held.changes if self.held else ())}
         self.held = None
+        self._extra.pop("held_reason", None)
         for path in self.failed:
             changes.setdefault(path, Change(path, ChangeKind.MODIFIED))
         self.failed.clear()

@@ -16,13 +16,16 @@ LOG_EVERY_S = 2.0
 
 @contextmanager
 def progress_bar(
-    label: str, total: int, *, enabled: bool = True
+    label: str, total: int, *, enabled: bool = True, log_only: bool = False
 ) -> Iterator[Callable[[int, int], None]]:
-    """Yields ``advance(done, total)``; shows nothing for small jobs."""
+    """Yields ``advance(done, total)``; shows nothing for small jobs.
+
+    ``log_only`` always logs (the daemon: a bar would tangle with its log lines on a terminal).
+    """
     if not enabled or total < 20:
         yield lambda done, total: None
         return
-    if sys.stderr.isatty():
+    if not log_only and sys.stderr.isatty():
         from rich.progress import Progress
 
         with Progress(transient=True) as bar:
