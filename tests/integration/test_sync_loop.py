@@ -297,7 +297,9 @@ def test_sync_dry_run_shows_the_plan_and_changes_nothing(
 def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "opswatch.toml"
     config.write_text(
-        '[remote]\nhost = "d"\nroot = "/x"\n[sync]\ndebounce_ms = "fast"\n[[rule]]\nfrom = "a"\nto = "b"\n'
+        '[remote]\nhost = "d"\nroot = "/x"\n'
+        '[sync]\ndebounce_ms = "fast"\n'
+        '[[rule]]\nfrom = "a"\nto = "b"\n'
     )
     result = subprocess.run(
         ["opswatch", "-c", str(config), "sync"], capture_output=True, text=True, timeout=60
