@@ -115,3 +115,10 @@ def test_load_config_reports_bad_toml_with_the_file_name(tmp_path: Path) -> None
 def test_load_config_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_the_example_config_parses_and_routes_the_seed_layout() -> None:
+    example = Path(__file__).parents[2] / "config" / "opswatch.example.toml"
+    config = load_config(example)
+    assert config.remote.root == "/root/portfolio"
+    assert [rule.to for rule in config.rules] == [("ops",), ("docs/ops",)]
