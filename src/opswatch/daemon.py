@@ -203,10 +203,13 @@ class Daemon:
             self.debouncer.add(change, now)
 
     def _on_folder_appeared(self, folder: str, now: float) -> None:
-        index = scan(self.config.local_root, self.router, self.config.watched_folders)
+        if self.router.excluded_folder(folder):
+            return
+        index = scan(
+            self.config.local_root, self.router, self.config.watched_folders, within=folder
+        )
         for path in index.files:
-            if path.startswith(folder + "/"):
-                self.debouncer.add(Change(path, ChangeKind.CREATED), now)
+            self.debouncer.add(Change(path, ChangeKind.CREATED), now)
 
     # -- connection ------------------------------------------------------------------------
 
@@ -296,6 +299,14 @@ class Daemon:
         except ConnectError as exc:
             self._connection_failed(exc, now)
             return
+        except RemoteError as exc:
+            # e.g. a rule's remote folder can't be listed: say so, try again at the next interval
+            if str(exc) != self._error:
+                log.warning("reconcile_failed", error=str(exc))
+            self._error = str(exc)
+            self._needs_reconcile = False
+            self._next_reconcile = now + FAILED_RETRY_S
+            return
         self._needs_reconcile = False
         self._next_reconcile = now + max(self.config.sync.reconcile_interval_s, 1)
         self._after(report, "reconcile")
@@ -315,7 +326,15 @@ class Daemon:
         except ConnectError as exc:
             self._requeue(batch)
             self._connection_failed(exc, self.clock())
-            raise
+            if flush:
+                raise
+            return None
+        except RemoteError as exc:
+            # One file's stat or remove failed; the link is fine: retry these paths later.
+            self._batch_failed(batch, exc)
+            if flush:
+                raise
+            return None
         log.info(
             "batch", files=len(batch), uploaded=len(report.uploaded), removed=len(report.removed)
         )
@@ -341,6 +360,14 @@ class Daemon:
         self.held = Batch(tuple(changes[p] for p in merged))
         self._extra["held_reason"] = reason
         log.warning("held", reason=reason, files=len(self.held), first=list(self.held.paths[:5]))
+
+    def _batch_failed(self, batch: Batch, exc: RemoteError) -> None:
+        for path in batch.paths:
+            self.failed.setdefault(path, str(exc))
+        self._next_failed_retry = self.clock() + FAILED_RETRY_S
+        if str(exc) != self._error:
+            log.warning("batch_failed", files=len(batch), error=str(exc))
+        self._error = str(exc)
 
     def _requeue(self, batch: Batch) -> None:
         now = self.clock()
@@ -391,10 +418,16 @@ class Daemon:
         return {"paused_until": iso(self.paused_until) if seconds is not None else None}
 
     def _request_resume(self) -> dict[str, Any]:
+        was_paused = self.paused_until is not None
         self.paused_until = None
         self._save_pause()
         log.info("resumed", pending=len(self._pending_paths()))
-        return self._request_flush()
+        try:
+            result = self._request_flush()
+        except RemoteError as exc:
+            # Resumed all the same: what is still pending goes once the connection is back.
+            return {"sent": 0, "pending": len(self._pending_paths()), "error": str(exc)}
+        return {**result, "was_paused": was_paused}
 
     def _request_flush(self) -> dict[str, Any]:
         """Send everything pending now (held and failed files too); answer once it landed."""

@@ -71,10 +71,13 @@ def read_ignore_file(path: Path) -> list[str]:
         return []
 
 
-def scan(root: Path, router: Router, folders: tuple[str, ...]) -> LocalIndex:
-    """Every routed regular file under the watched folders, pruning excluded folders early."""
+def scan(
+    root: Path, router: Router, folders: tuple[str, ...], *, within: str | None = None
+) -> LocalIndex:
+    """Every routed regular file under the watched folders (or only under ``within``),
+    pruning excluded folders early."""
     index = LocalIndex()
-    for folder in folders:
+    for folder in folders if within is None else (within,):
         base = os.path.join(root, folder)
         for current, dirs, names in os.walk(base):
             rel_dir = os.path.relpath(current, root).replace(os.sep, "/")
