@@ -313,6 +313,16 @@ class SshRemote:
     # -- files -----------------------------------------------------------------------------
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
+        """All in one round trip (``pipeline.stat_many``); missing → None."""
+        from opswatch.pipeline import stat_many
+
+        try:
+            return stat_many(self.sftp, paths, self.endpoint.describe())
+        except ConnectError:
+            self.close()
+            raise
+
+    def stat_one_by_one(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
         found: dict[str, RemoteFile | None] = {}
         for path in paths:
             try:
@@ -358,6 +368,18 @@ class SshRemote:
         self._folders.add(folder)
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
+        """Many files in flight on the one SFTP channel (``pipeline``); same guarantees as
+        ``upload``, which stays as the reference (``upload_sequential``)."""
+        from opswatch.pipeline import PipelinedUploader  # imports this module
+
+        uploader = PipelinedUploader(self.sftp, self._folders, self.endpoint.describe())
+        try:
+            return uploader.upload_many(jobs)
+        except ConnectError:
+            self.close()
+            raise
+
+    def upload_sequential(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
         outcomes = []
         for job in jobs:
             try:

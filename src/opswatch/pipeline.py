@@ -1,0 +1,480 @@
+"""Pipelined uploads: many files in flight on the one SFTP channel, from one thread.
+
+Why: on a burst the cost is round trips and per-file requests (open, write, setstat, close,
+rename), not bandwidth. paramiko's ``put()`` waits for every reply, so 500 small files cost
+2 500 round trips. Here one thread keeps up to ``WINDOW`` files in flight: it sends every request
+that is ready without waiting, batches them into one channel write, and only then reads replies.
+
+How, and why it is safe to use paramiko's internals: ``SFTPClient`` numbers requests and routes
+each reply to the object registered for its number (``_expecting``, a weak dict, read by
+``_read_response``). ``_Wire.send`` registers requests exactly as ``SFTPClient._async_request``
+does (under ``_lock``, same numbering), but appends the framed packet to an outbox instead of
+writing it, so everything ready leaves in one ``sendall`` in packet-sized pieces (``sendall`` on
+a multi-MiB buffer is slow in paramiko). Replies arrive through ``_read_response``, which hands
+them to ``_Wire`` (it has the ``_async_response`` method SFTPFile has). Handles are the opaque
+strings of CMD_HANDLE replies. SFTPClient is not thread-safe and is not shared: this runs on
+the engine thread that owns it, between its own calls.
+
+Each file keeps the guarantees of ``SshRemote.upload``: a temp name in the target folder; its
+writes, then mode and mtime (FSETSTAT on the same handle, which the server applies in order),
+then close; only when every one of those replies said OK is ``posix-rename@openssh.com`` sent,
+so a failure never leaves a partial target and the temp is removed. A per-file failure becomes
+that file's ``RemoteFileError``; a broken link raises ``ConnectError`` for the whole batch.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import posixpath
+import stat
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO
+
+import paramiko
+from paramiko.message import Message
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_FSETSTAT,
+    CMD_HANDLE,
+    CMD_MKDIR,
+    CMD_OPEN,
+    CMD_REMOVE,
+    CMD_STAT,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    SFTP_NO_SUCH_FILE,
+    SFTP_OK,
+    SFTP_PERMISSION_DENIED,
+    SFTPError,
+    int64,
+)
+
+from opswatch.errors import ConnectError, RemoteFileError
+from opswatch.model import RemoteFile
+from opswatch.remote import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
+
+WINDOW = 64  # files in flight
+WRITES_PER_FILE = 8  # 255 KiB writes in flight per big file
+MAX_INFLIGHT_BYTES = 16 * 1024 * 1024  # of write payload, over all files
+PIECE = 32 * 1024  # one channel write: about one SSH packet
+SFTP_FAILURE = 4
+OnReply = Callable[[int, Message], None]
+Arg = int | bytes | str | paramiko.SFTPAttributes
+
+
+class _Wire:
+    """Requests out in batches, replies in by number; every link failure → ``ConnectError``."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, where: str) -> None:
+        self.sftp = sftp
+        self.where = where
+        self._outbox: list[bytes] = []
+        self._waiting: dict[int, OnReply] = {}
+        self._arrived: deque[tuple[int, int, Message]] = deque()
+
+    def send(self, kind: int, on_reply: OnReply, *args: Arg) -> int:
+        """Queue one request; mirrors ``SFTPClient._async_request`` except for the write."""
+        msg = Message()
+        sftp = self.sftp
+        with sftp._lock:  # type: ignore[attr-defined]
+            num: int = sftp.request_number
+            msg.add_int(num)
+            for item in args:
+                if isinstance(item, int64):
+                    msg.add_int64(item)
+                elif isinstance(item, int):
+                    msg.add_int(item)
+                elif isinstance(item, paramiko.SFTPAttributes):
+                    item._pack(msg)  # type: ignore[attr-defined]
+                else:
+                    msg.add_string(item)
+            sftp._expecting[num] = self  # type: ignore[attr-defined]
+            sftp.request_number = num + 1
+        body = msg.asbytes()
+        self._outbox.append(struct.pack(">IB", len(body) + 1, kind) + body)
+        self._waiting[num] = on_reply
+        return num
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting)
+
+    def flush(self) -> None:
+        if not self._outbox:
+            return
+        data = memoryview(b"".join(self._outbox))
+        self._outbox.clear()
+        channel = self.sftp.get_channel()
+        assert channel is not None
+        with self._link():
+            for start in range(0, len(data), PIECE):
+                channel.sendall(bytes(data[start : start + PIECE]))
+
+    def _async_response(self, kind: int, msg: Message, num: int) -> None:
+        """Called by ``SFTPClient._read_response`` for the requests registered to us."""
+        self._arrived.append((num, kind, msg))
+
+    def pump(self) -> None:
+        """Send what is queued, wait for at least one reply, handle every reply already here."""
+        self.flush()
+        channel = self.sftp.get_channel()
+        assert channel is not None
+        with self._link():
+            self.sftp._read_response()  # type: ignore[attr-defined]
+            while channel.recv_ready() and self._waiting:
+                self.sftp._read_response()  # type: ignore[attr-defined]
+        while self._arrived:
+            num, kind, msg = self._arrived.popleft()
+            on_reply = self._waiting.pop(num, None)
+            if on_reply is not None:
+                on_reply(kind, msg)
+
+    def drain(self) -> None:
+        while self._waiting:
+            self.pump()
+
+    @contextmanager
+    def _link(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, EOFError, paramiko.SSHException, SFTPError) as exc:
+            raise ConnectError(f"connection to {self.where} lost: {exc}") from exc
+
+
+def status_error(kind: int, msg: Message, path: str) -> RemoteFileError | None:
+    """None for an OK status; else the reply as the error of ``path``."""
+    if kind != CMD_STATUS:
+        return RemoteFileError(path, f"unexpected SFTP reply type {kind}")
+    code = msg.get_int()
+    text = msg.get_text()
+    if code == SFTP_OK:
+        return None
+    if code == SFTP_NO_SUCH_FILE:
+        return RemoteFileError(path, "no such file or folder")
+    if code == SFTP_PERMISSION_DENIED:
+        return RemoteFileError(path, "permission denied")
+    if code == SFTP_FAILURE:
+        return RemoteFileError(path, "the server refused the write (disk full or quota?)")
+    return RemoteFileError(path, text or f"SFTP error {code}")
+
+
+def stat_many(
+    sftp: paramiko.SFTPClient, paths: Sequence[str], where: str
+) -> dict[str, RemoteFile | None]:
+    """``stat`` of every path in one round trip; missing → None; any other error is raised."""
+    wire = _Wire(sftp, where)
+    found: dict[str, RemoteFile | None] = {}
+    errors: list[RemoteFileError] = []
+
+    def on_stat(path: str) -> OnReply:
+        def reply(kind: int, msg: Message) -> None:
+            if kind == CMD_ATTRS:
+                attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+                found[path] = RemoteFile(
+                    size=attrs.st_size or 0,
+                    mtime_s=int(attrs.st_mtime or 0),
+                    mode=attrs.st_mode or 0,
+                )
+                return
+            error = status_error(kind, msg, path)
+            if error is not None and error.reason == "no such file or folder":
+                found[path] = None
+            elif error is not None:
+                errors.append(error)
+
+        return reply
+
+    for path in dict.fromkeys(paths):
+        wire.send(CMD_STAT, on_stat(path), path)
+    wire.drain()
+    if errors:
+        raise errors[0]
+    return found
+
+
+class _Stage(enum.Enum):
+    OPENING = "opening"  # OPEN sent, waiting for the handle
+    WRITING = "writing"  # writes going out
+    CLOSING = "closing"  # FSETSTAT + CLOSE sent: rename once every reply said OK
+    RENAMING = "renaming"
+    CLEANING = "cleaning"  # failed: closing the handle and removing the temp
+    DONE = "done"
+
+
+class _File:
+    """One upload in flight: its local source, temp name, handle and requests outstanding."""
+
+    def __init__(self, job: UploadJob, source: IO[bytes]) -> None:
+        self.job = job
+        self.source = source
+        self.temp = temp_name(job.remote)
+        self.stage = _Stage.OPENING
+        self.handle = b""
+        self.digest = hashlib.sha256()
+        self.chunk = b""  # read, checked and hashed, not sent yet
+        self.offset = 0
+        self.eof = False
+        self.tail = b""
+        self.outstanding = 0
+        self.error: RemoteFileError | None = None
+        self.refused: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.refused is not None
+
+    def fail(self, error: RemoteFileError | None) -> None:
+        if error is not None and not self.failed:
+            self.error = error
+
+    def read(self) -> None:
+        """Load the next chunk, checked for key blocks and hashed before it can be sent."""
+        try:
+            chunk = self.source.read(CHUNK)
+        except OSError as exc:
+            self.fail(RemoteFileError(self.job.remote, f"cannot read: {exc.strerror or exc}"))
+            return
+        if holds_private_key(self.tail + chunk):
+            self.refused = "holds a private key block"
+            return
+        self.tail = chunk[-64:]
+        self.digest.update(chunk)
+        self.chunk = chunk
+        self.eof = len(chunk) < CHUNK
+
+    def outcome(self) -> UploadOutcome:
+        if self.refused is not None:
+            return UploadOutcome(self.job, refused=self.refused)
+        if self.error is not None:
+            return UploadOutcome(self.job, error=self.error)
+        return UploadOutcome(self.job, sha256=self.digest.hexdigest(), size=self.offset)
+
+
+class PipelinedUploader:
+    """Uploads a batch with up to ``WINDOW`` files in flight; see the module docstring."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, folders: set[str], where: str) -> None:
+        self.wire = _Wire(sftp, where)
+        self.folders = folders  # remote folders known to exist on this connection (shared)
+        self._inflight_bytes = 0
+
+    def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
+        unusable = self._ensure_folders(posixpath.dirname(j.remote) for j in jobs)
+        outcomes: dict[int, UploadOutcome] = {}
+        waiting = deque(enumerate(jobs))
+        active: dict[int, _File] = {}
+        try:
+            while waiting or active:
+                while waiting and len(active) < WINDOW:
+                    index, job = waiting.popleft()
+                    error = unusable.get(posixpath.dirname(job.remote))
+                    started = UploadOutcome(job, error=error) if error else self._start(job)
+                    if isinstance(started, UploadOutcome):
+                        outcomes[index] = started
+                    else:
+                        active[index] = started
+                for index, file in list(active.items()):
+                    self._advance(file)
+                    if file.stage is _Stage.DONE:
+                        file.source.close()
+                        outcomes[index] = file.outcome()
+                        del active[index]
+                if active:
+                    self.wire.pump()
+        finally:
+            for file in active.values():
+                file.source.close()
+        return [outcomes[i] for i in range(len(jobs))]
+
+    # -- folders ---------------------------------------------------------------------------
+
+    def _ensure_folders(self, wanted: Iterable[str]) -> dict[str, RemoteFileError]:
+        """Make the missing folders, parents first; returns the folders that cannot be used."""
+        unknown: set[str] = set()
+        for folder in set(wanted):
+            while folder not in self.folders and folder not in ("", "/"):
+                unknown.add(folder)
+                folder = posixpath.dirname(folder)
+        if not unknown:
+            return {}
+        found = stat_many(self.wire.sftp, sorted(unknown), self.wire.where)
+        broken: dict[str, RemoteFileError] = {}
+        missing = []
+        for folder, info in found.items():
+            if info is None:
+                missing.append(folder)
+            elif stat.S_ISDIR(info.mode):
+                self.folders.add(folder)
+            else:
+                broken[folder] = RemoteFileError(folder, "exists and is not a folder")
+        # One depth per round trip: a folder's mkdir goes out only once its parent exists.
+        for depth in sorted({f.count("/") for f in missing}):
+            self._mkdir([f for f in missing if f.count("/") == depth], broken)
+        unusable = {}
+        for folder in unknown:
+            error = _broken_above(folder, broken)
+            if error is not None:
+                unusable[folder] = error
+        return unusable
+
+    def _mkdir(self, folders: list[str], broken: dict[str, RemoteFileError]) -> None:
+        refused: list[str] = []
+        for folder in folders:
+            if _broken_above(posixpath.dirname(folder), broken) is not None:
+                continue
+
+            def made(kind: int, msg: Message, folder: str = folder) -> None:
+                if status_error(kind, msg, folder) is None:
+                    self.folders.add(folder)
+                else:
+                    refused.append(folder)
+
+            self.wire.send(CMD_MKDIR, made, folder, _attrs(mode=0o755))
+        self.wire.drain()
+        if refused:  # made meanwhile by someone else is fine; anything else is not
+            for folder, info in stat_many(self.wire.sftp, refused, self.wire.where).items():
+                if info is not None and stat.S_ISDIR(info.mode):
+                    self.folders.add(folder)
+                else:
+                    broken[folder] = RemoteFileError(folder, "cannot create the folder")
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _start(self, job: UploadJob) -> _File | UploadOutcome:
+        try:
+            source = open(job.source, "rb")  # noqa: SIM115 - closed when the file is done
+        except OSError as exc:
+            reason = (
+                "local file vanished"
+                if isinstance(exc, FileNotFoundError)
+                else f"cannot read the local file: {exc.strerror or exc}"
+            )
+            return UploadOutcome(job, error=RemoteFileError(job.remote, reason))
+        file = _File(job, source)
+        file.read()  # a refused file sends nothing at all, not even the OPEN
+        if file.failed:
+            source.close()
+            return file.outcome()
+        self._send(file, CMD_OPEN, self._on_open(file), file.temp, _OPEN_FLAGS, _attrs())
+        return file
+
+    def _send(self, file: _File, kind: int, on_reply: OnReply, *args: Arg) -> None:
+        file.outstanding += 1
+
+        def reply(kind: int, msg: Message) -> None:
+            file.outstanding -= 1
+            on_reply(kind, msg)
+
+        self.wire.send(kind, reply, *args)
+
+    def _on_open(self, file: _File) -> OnReply:
+        def reply(kind: int, msg: Message) -> None:
+            if kind == CMD_HANDLE:
+                file.handle = msg.get_binary()
+                file.stage = _Stage.WRITING
+                return
+            error = status_error(kind, msg, file.job.remote)
+            file.fail(error or RemoteFileError(file.job.remote, "the server sent no handle"))
+            file.stage = _Stage.DONE  # no temp was made: nothing to clean up
+            if error is not None and error.reason == "no such file or folder":
+                self.folders.discard(posixpath.dirname(file.job.remote))
+
+        return reply
+
+    def _checked(self, file: _File, payload: int = 0) -> OnReply:
+        def reply(kind: int, msg: Message) -> None:
+            self._inflight_bytes -= payload
+            file.fail(status_error(kind, msg, file.job.remote))
+
+        return reply
+
+    def _advance(self, file: _File) -> None:
+        """Send whatever this file can send now; move it on once its replies are in."""
+        if file.stage is _Stage.WRITING:
+            if file.failed:
+                self._clean_up(file, close=True)
+            else:
+                self._write(file)
+        elif file.stage is _Stage.CLOSING and file.outstanding == 0:
+            if file.failed:
+                self._clean_up(file, close=False)
+            else:
+                file.stage = _Stage.RENAMING
+                args = ("posix-rename@openssh.com", file.temp, file.job.remote)
+                self._send(file, CMD_EXTENDED, self._on_renamed(file), *args)
+        elif file.stage is _Stage.CLEANING and file.outstanding == 0:
+            file.stage = _Stage.DONE
+
+    def _write(self, file: _File) -> None:
+        while file.outstanding < WRITES_PER_FILE and not file.failed:
+            if file.chunk:
+                size = len(file.chunk)
+                if self._inflight_bytes + size > MAX_INFLIGHT_BYTES and file.outstanding:
+                    return  # other files hold the budget; this one has writes in flight
+                self._inflight_bytes += size
+                args = (file.handle, int64(file.offset), file.chunk)
+                self._send(file, CMD_WRITE, self._checked(file, size), *args)
+                file.offset += size
+                file.chunk = b""
+            if not file.eof:
+                file.read()
+                continue
+            # Mode and mtime on the handle, after the writes (in order on one handle).
+            attrs = _attrs(mode=file.job.mode, mtime=file.job.mtime_ns // 1_000_000_000)
+            self._send(file, CMD_FSETSTAT, self._checked(file), file.handle, attrs)
+            self._send(file, CMD_CLOSE, self._checked(file), file.handle)
+            file.stage = _Stage.CLOSING
+            return
+        if file.failed:
+            self._clean_up(file, close=True)
+
+    def _on_renamed(self, file: _File) -> OnReply:
+        def reply(kind: int, msg: Message) -> None:
+            file.fail(status_error(kind, msg, file.job.remote))
+            if file.failed:
+                self._clean_up(file, close=False)
+            else:
+                file.stage = _Stage.DONE
+
+        return reply
+
+    def _clean_up(self, file: _File, *, close: bool) -> None:
+        """Close the handle (if still open) and remove the temp; their replies are ignored."""
+        file.stage = _Stage.CLEANING
+        if close:
+            self._send(file, CMD_CLOSE, _ignored, file.handle)
+        self._send(file, CMD_REMOVE, _ignored, file.temp)
+
+
+_OPEN_FLAGS = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+
+
+def _ignored(kind: int, msg: Message) -> None:
+    pass
+
+
+def _attrs(*, mode: int | None = None, mtime: int | None = None) -> paramiko.SFTPAttributes:
+    attrs = paramiko.SFTPAttributes()
+    if mode is not None:
+        attrs.st_mode = mode
+    if mtime is not None:
+        attrs.st_atime = attrs.st_mtime = mtime
+    return attrs
+
+
+def _broken_above(folder: str, broken: dict[str, RemoteFileError]) -> RemoteFileError | None:
+    """The error of ``folder`` or of the nearest broken folder above it."""
+    while folder not in ("", "/"):
+        if folder in broken:
+            return broken[folder]
+        folder = posixpath.dirname(folder)
+    return None
