@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from opswatch import __version__, logs
+from opswatch import __version__, control_cli, logs, service
 from opswatch.cliapp import App, expected_errors, pass_app
 from opswatch.config import find_config
 
@@ -71,6 +71,10 @@ def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
     from opswatch.oneshot import run_sync
 
     sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
+
+
+for _command in (*control_cli.COMMANDS, service.service):
+    cli.add_command(_command)
 
 
 def main() -> None:
