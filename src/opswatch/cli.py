@@ -77,6 +77,13 @@ for _command in (*control_cli.COMMANDS, service.service):
     cli.add_command(_command)
 
 
+# First run and daily use; these modules import their heavy parts only when a command runs.
+from opswatch import daily_cli, demo_cli  # noqa: E402
+
+for _command in (daily_cli.init, daily_cli.verify, demo_cli.demo):
+    cli.add_command(_command)
+
+
 def main() -> None:
     """The console script: bad usage is one ``error:`` line and exit 2, like a bad config."""
     try:
