@@ -73,6 +73,23 @@ def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
     sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
 
 
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Trust the key without asking (for scripts).")
+@click.option(
+    "--hash/--no-hash",
+    "hash_names",
+    default=None,
+    help="Write the host name hashed, as HashKnownHosts does (default: as the file already is).",
+)
+@pass_app
+@expected_errors
+def trust(app: App, yes: bool, hash_names: bool | None) -> None:
+    """Show the server's host key fingerprint and, once confirmed, add it to known_hosts."""
+    from opswatch.trust import trust as run_trust
+
+    sys.exit(run_trust(app.config, app.paths, yes=yes, hash_names=hash_names))
+
+
 for _command in (*control_cli.COMMANDS, service.service):
     cli.add_command(_command)
 

@@ -34,7 +34,7 @@ from opswatch.remote import Remote
 from opswatch.rules import IGNORE_FILE, Router, Verdict
 from opswatch.scan import read_ignore_file, read_ignore_files, scan
 from opswatch.syncer import PassReport, Syncer
-from opswatch.watcher import FolderAppeared, FolderGone, Watcher
+from opswatch.watcher import EventsLost, FolderAppeared, FolderGone, Watcher
 
 log = structlog.get_logger("opswatch.daemon")
 
@@ -43,6 +43,9 @@ BACKOFF_CAP_S = 60.0
 FAILED_RETRY_S = 30.0
 PROBE_INTERVAL_S = 20.0
 PROBE_DEADLINE_S = 5.0
+# Monotonic time stops while the machine sleeps and wall time does not: a gap this large
+# between them since the last loop means we slept, and the old TCP connection is likely dead.
+WAKE_JUMP_S = 10.0
 
 
 @dataclass
@@ -73,12 +76,16 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         watch: bool = True,
+        probe_interval_s: float = PROBE_INTERVAL_S,
+        probe_deadline_s: float = PROBE_DEADLINE_S,
     ) -> None:
         self.config = config
         self.paths = paths
         self.remote = remote
         self.clock = clock
         self.wall = wall
+        self.probe_interval_s = probe_interval_s
+        self.probe_deadline_s = probe_deadline_s
         self.events: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.router = Router.from_config(
             config, read_ignore_files(config.local_root, config.watched_folders)
@@ -107,6 +114,8 @@ class Daemon:
         self._next_reconcile = 0.0
         self._next_failed_retry = 0.0
         self._needs_reconcile = True
+        self._swept = False  # stale temp files on the server are removed once, at start
+        self._last_tick: tuple[float, float] | None = None  # (monotonic, wall) of the last loop
         self._counters = {"uploaded": 0, "removed": 0}
         self._last_sync: float | None = None
         self._connected_since: float | None = None
@@ -187,6 +196,10 @@ class Daemon:
                     self.debouncer.add(Change(entry.local, ChangeKind.DELETED), now)
         elif isinstance(item, Request):
             self._on_request(item)
+        elif isinstance(item, EventsLost):
+            if not self._needs_reconcile:  # watchdog reports one overflow on several loggers
+                log.warning("events_lost", reason=item.reason, action="reconcile")
+            self._needs_reconcile = True
 
     def _on_change(self, change: Change, now: float) -> None:
         if change.path.endswith("/" + IGNORE_FILE) or change.path == IGNORE_FILE:
@@ -215,10 +228,13 @@ class Daemon:
 
     def _maintain_connection(self) -> None:
         now = self.clock()
+        self._check_wake(now)
         if self.remote.connected:
             if now >= self._next_probe:
                 self._probe(now)
             return
+        if self._connected_since is not None:
+            self._connection_lost(now)
         if now < self._next_connect:
             return
         try:
@@ -233,8 +249,29 @@ class Daemon:
         self._connected_since = self.wall()
         self._error = None
         self._fatal = False
-        self._next_probe = now + PROBE_INTERVAL_S
+        self._next_probe = now + self.probe_interval_s
         self._needs_reconcile = True
+
+    def _connection_lost(self, now: float) -> None:
+        """The transport died between operations (server restarted, network gone)."""
+        self._error = f"connection to {self.config.remote.host} lost"
+        log.warning("disconnected", error=self._error)
+        self._connected_since = None
+        self.remote.close()
+        self._next_connect = now  # once at once; then the backoff applies
+
+    def _check_wake(self, now: float) -> None:
+        wall = self.wall()
+        if self._last_tick is not None:
+            slept = (wall - self._last_tick[1]) - (now - self._last_tick[0])
+            if slept > WAKE_JUMP_S:
+                log.info("woke", slept_s=round(slept), action="reconnect")
+                if self.remote.connected:
+                    self._connection_lost(now)
+                self._next_connect = now
+                self._backoff = BACKOFF_START_S
+                self._needs_reconcile = True
+        self._last_tick = (now, wall)
 
     def _connection_failed(self, exc: OpswatchError, now: float) -> None:
         retryable = isinstance(exc, RemoteError) and exc.retryable
@@ -249,11 +286,11 @@ class Daemon:
 
     def _probe(self, now: float) -> None:
         try:
-            self.remote.probe(PROBE_DEADLINE_S)
+            self.remote.probe(self.probe_deadline_s)
         except OpswatchError as exc:
             self._connection_failed(exc, now)
             return
-        self._next_probe = now + PROBE_INTERVAL_S
+        self._next_probe = now + self.probe_interval_s
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -287,6 +324,8 @@ class Daemon:
     def _reconcile(self, now: float) -> None:
         try:
             with self._syncing():
+                if not self._swept:
+                    self._sweep()
                 plan, _index = self.syncer.plan_reconcile()
                 self._conflicts = tuple(c.remote for c in plan.conflicts)
                 if self.held is not None:
@@ -309,7 +348,15 @@ class Daemon:
             return
         self._needs_reconcile = False
         self._next_reconcile = now + max(self.config.sync.reconcile_interval_s, 1)
+        self._extra["reconciles"] = int(str(self._extra.get("reconciles", 0))) + 1
+        self._extra["last_reconcile"] = iso(self.wall())
         self._after(report, "reconcile")
+
+    def _sweep(self) -> None:
+        removed = self.syncer.sweep_temp_files()
+        self._swept = True
+        if removed:
+            log.info("swept", temp_files=len(removed), first=removed[:5])
 
     def _send(self, batch: Batch, *, flush: bool) -> PassReport | None:
         reason = None if flush else self._hold_reason(batch)
@@ -319,8 +366,10 @@ class Daemon:
         try:
             with self._syncing():
                 plan = self.syncer.plan_paths(batch.paths)
+                # A target looked at again is a conflict now or no longer (sync --force).
+                looked = {t for p in batch.paths for t in self.router.decide(p).targets}
                 self._conflicts = tuple(
-                    sorted(set(self._conflicts) | {c.remote for c in plan.conflicts})
+                    sorted(set(self._conflicts) - looked | {c.remote for c in plan.conflicts})
                 )
                 report = self.syncer.execute(plan)
         except ConnectError as exc:
@@ -460,6 +509,13 @@ class Daemon:
         self.remote.close()
         self._next_connect = self.clock()
         self._backoff = BACKOFF_START_S
+        return {}
+
+    def _request_rebuilt(self, service: str, ok: bool, at: str, detail: str) -> dict[str, Any]:
+        """A rebuild finished on the rebuild worker thread; recorded here, where status is made."""
+        self.rebuilds[service] = RebuildResult(service, ok, at, detail)
+        if not ok:
+            self._error = f"rebuild {service}: {detail.splitlines()[0] if detail else 'failed'}"
         return {}
 
     # -- pause flag on disk ----------------------------------------------------------------

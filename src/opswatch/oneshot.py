@@ -77,7 +77,14 @@ def run_sync(
     config: Config, paths: StatePaths, *, dry_run: bool, force: bool, as_json: bool
 ) -> int:
     with connected_syncer(config, paths) as syncer:
-        plan, _index = syncer.plan_reconcile(force=force)
+        plan, _index = syncer.plan_reconcile()
+        if force and plan.conflicts:
+            if not dry_run:
+                # --force overwrites what someone changed on the server: keep their copy first.
+                saved = syncer.save_remote_copies(plan.conflicts, paths.conflicts)
+                for conflict, copy in zip(plan.conflicts, saved, strict=True):
+                    click.echo(f"saved the server's {conflict.remote} as {copy}", err=True)
+            plan, _index = syncer.plan_reconcile(force=True)
         if dry_run:
             if as_json:
                 click.echo(json.dumps(plan_to_json(plan), indent=2))

@@ -13,11 +13,13 @@ import posixpath
 import secrets
 import socket
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import paramiko
 import structlog
@@ -40,6 +42,7 @@ TEMP_MARK = ".opswatch-"
 CHUNK = 255 * 1024  # OpenSSH's sftp-server accepts writes up to 256 KiB minus headers
 # GCM first: it roughly halves client CPU per byte against CTR + HMAC.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
+STALL_S = 30.0  # an SFTP request unanswered this long means the link is dead: cut it
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,91 @@ def _attrs_to_file(attrs: paramiko.SFTPAttributes) -> RemoteFile:
     )
 
 
+@dataclass(frozen=True)
+class HostKey:
+    """A server's host key as known_hosts writes it and as ``ssh`` prints its fingerprint."""
+
+    key_type: str  # "ssh-ed25519"
+    base64: str
+    fingerprint: str  # "SHA256:…"
+
+    @property
+    def short_type(self) -> str:
+        """What ``ssh`` calls the type in "ED25519 key fingerprint is …"."""
+        name = self.key_type.removeprefix("ssh-").split("-")[0]
+        return "ECDSA" if name == "ecdsa" else name.upper()
+
+
+class _SftpLink:
+    """The SFTP channel, noting since when a request has gone unanswered.
+
+    SFTP is strictly request → reply, so bytes sent with nothing received since is exactly
+    "waiting on the server". Only the engine thread sends and receives on it; the stall
+    watchdog only reads ``waiting_since``.
+    """
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        self.waiting_since: float | None = None
+
+    def send(self, data: bytes) -> int:
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
+        return self.channel.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        if self.waiting_since is None:
+            self.waiting_since = time.monotonic()
+        self.channel.sendall(data)
+
+    def recv(self, size: int) -> bytes:
+        data = self.channel.recv(size)
+        if data:
+            self.waiting_since = None
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.channel, name)
+
+
+class _StallWatchdog(threading.Thread):
+    """Cuts the transport when an SFTP request stays unanswered for ``stall_s``.
+
+    A black-holed peer makes paramiko block forever in a socket write (its packetizer retries
+    timeouts until the transport is closed), so the deadline must be enforced from outside.
+    """
+
+    def __init__(self, link: _SftpLink, transport: paramiko.Transport, stall_s: float) -> None:
+        super().__init__(name="opswatch-stall-watchdog", daemon=True)
+        self.link = link
+        self.transport = transport
+        self.stall_s = stall_s
+        self.fired = False
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(min(1.0, self.stall_s / 4)):
+            since = self.link.waiting_since
+            if since is not None and time.monotonic() - since > self.stall_s:
+                self.fired = True
+                log.warning("stalled", seconds=self.stall_s, action="closing the connection")
+                self.transport.close()  # wakes every blocked channel read and socket write
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class SshRemote:
-    def __init__(self, endpoint: Endpoint, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, timeout: float = 10.0, stall_s: float = STALL_S
+    ) -> None:
         self.endpoint = endpoint
-        self.timeout = timeout
+        self.timeout = timeout  # connect, banner, handshake, auth, channel open
+        self.stall_s = stall_s
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._watchdog: _StallWatchdog | None = None
         self._folders: set[str] = set()  # remote folders known to exist on this connection
 
     # -- connection -------------------------------------------------------------------------
@@ -143,25 +225,43 @@ class SshRemote:
         self.close()
         sock = self._dial()
         transport = paramiko.Transport(sock)
+        # paramiko waits up to an hour for a channel and 30 s for auth by default.
+        transport.auth_timeout = self.timeout
+        transport.channel_timeout = self.timeout
         try:
             self._negotiate(transport)
             self._check_host_key(transport)
             self._authenticate(transport)
-            transport.set_keepalive(15)
-            self._sftp = paramiko.SFTPClient.from_transport(transport)
-            if self._sftp is None:
-                raise ConnectError("the server refused the sftp subsystem")
-            self._sftp.get_channel().settimeout(self.timeout * 3)  # type: ignore[union-attr]
+            # No paramiko keepalive: it expects no reply, so it detects nothing, and it would
+            # look like an unanswered request. TCP keepalive and the daemon's probe do the job.
+            link = self._open_sftp(transport)
         except BaseException:
             transport.close()
             raise
         self._transport = transport
+        self._watchdog = _StallWatchdog(link, transport, self.stall_s)
+        self._watchdog.start()
         self._folders.clear()
         log.info(
             "connected",
             host=self.endpoint.describe(),
             cipher=getattr(transport, "remote_cipher", "?"),
         )
+
+    def _open_sftp(self, transport: paramiko.Transport) -> _SftpLink:
+        """The SFTP channel, with a read deadline before its first exchange (the version)."""
+        try:
+            channel = transport.open_session(timeout=self.timeout)
+            channel.settimeout(self.timeout)
+            channel.invoke_subsystem("sftp")
+            link = _SftpLink(channel)
+            self._sftp = paramiko.SFTPClient(link)  # type: ignore[arg-type]
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(
+                f"sftp session with {self.endpoint.describe()} failed: {exc}"
+            ) from exc
+        channel.settimeout(self.timeout * 3)  # the deadline of every later SFTP reply
+        return link
 
     def _dial(self) -> socket.socket | paramiko.ProxyCommand:
         ep = self.endpoint
@@ -265,6 +365,11 @@ class SshRemote:
         )
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        if self._transport is not None and not self._transport.is_active():
+            self._sftp = None  # closing its channel would only wait on a dead transport
         if self._sftp is not None:
             with suppress(OSError, EOFError, paramiko.SSHException):
                 self._sftp.close()
@@ -273,6 +378,36 @@ class SshRemote:
         self._sftp = None
         self._transport = None
         self._folders.clear()
+
+    def abort(self) -> None:
+        """Cut the connection now, from any thread: every blocked call fails at once."""
+        transport = self._transport
+        if transport is not None:
+            transport.close()
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the stall watchdog cut the current (now dead) connection."""
+        return self._watchdog is not None and self._watchdog.fired
+
+    def server_host_key(self) -> HostKey:
+        """The key the server offers, fetched without authenticating and without checking it.
+
+        Only ``opswatch trust`` calls this, to show the fingerprint before anything is trusted.
+        """
+        transport = paramiko.Transport(self._dial())
+        transport.banner_timeout = self.timeout
+        transport.handshake_timeout = self.timeout
+        try:
+            transport.start_client(timeout=self.timeout)
+            key = transport.get_remote_server_key()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(
+                f"ssh handshake with {self.endpoint.describe()} failed: {exc}"
+            ) from exc
+        finally:
+            transport.close()
+        return HostKey(key.get_name(), key.get_base64(), _fingerprint(key))
 
     def host_key(self) -> tuple[str, str]:
         """(key type, SHA256 fingerprint) of the connected server."""
@@ -293,8 +428,16 @@ class SshRemote:
                 isinstance(exc, socket.timeout | EOFError | paramiko.SSHException)
                 or not self.connected
             ):
+                if self.stalled:
+                    cause = f"no answer for {self.stall_s:g} s"
+                elif isinstance(exc, socket.timeout):
+                    cause = "no answer in time"
+                else:
+                    cause = str(exc) or type(exc).__name__
                 self.close()
-                raise ConnectError(f"connection to {self.endpoint.describe()} lost: {exc}") from exc
+                raise ConnectError(
+                    f"connection to {self.endpoint.describe()} lost: {cause}"
+                ) from exc
             raise RemoteFileError(path, _describe_sftp_error(exc)) from exc
 
     def probe(self, timeout: float) -> None:

@@ -6,10 +6,12 @@ clock of its own; the caller decides when a pass runs and what happens to what f
 
 from __future__ import annotations
 
+import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -120,6 +122,12 @@ class Syncer:
         self, uploads: tuple[Upload, ...], report: PassReport, progress: Progress | None, total: int
     ) -> None:
         root = self.config.local_root
+        # One unreadable file must fail alone, not take its whole batch down with it.
+        unreadable = [u for u in uploads if not os.access(root / u.local, os.R_OK)]
+        for upload in unreadable:
+            report.failed[upload.local] = "cannot read the local file: permission denied"
+            log.warning("upload_failed", path=upload.local, error="permission denied (local)")
+        uploads = tuple(u for u in uploads if u not in unreadable)
         jobs = [UploadJob(root / u.local, u.remote, u.file.mode, u.file.mtime_ns) for u in uploads]
         by_remote = {u.remote: u for u in uploads}
         started = time.monotonic()
@@ -165,3 +173,28 @@ class Syncer:
             mode=upload.file.mode,
             pushed_at=time.time(),
         )
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def sweep_temp_files(self) -> list[str]:
+        """Remove temp files a killed upload left in the folders opswatch writes to."""
+        sweep = getattr(self.remote, "sweep_temp_files", None)
+        if sweep is None:  # a stand-in remote of the state-machine tests
+            return []
+        index = scan(self.config.local_root, self.router, self.folders)
+        targets = [t for p in index.files for t in self.router.decide(p).targets]
+        targets += list(self.manifest.all())
+        removed: list[str] = sweep(remote_folders(targets))
+        return removed
+
+    def save_remote_copies(self, conflicts: Iterable[Conflict], folder: Path) -> list[Path]:
+        """Copy each conflicting server file to ``folder/<time>/<remote path>`` before --force."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        saved = []
+        for conflict in conflicts:
+            target = folder / stamp / conflict.remote.lstrip("/")
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.write_bytes(self.remote.read(conflict.remote))
+            saved.append(target)
+            log.info("saved_remote_copy", remote=conflict.remote, to=str(target))
+        return saved

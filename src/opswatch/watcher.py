@@ -7,6 +7,7 @@ enqueues them. Deciding what they mean is the engine's job.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 from dataclasses import dataclass
@@ -42,7 +43,30 @@ class FolderGone:
     path: str
 
 
-WatchEvent = Change | FolderAppeared | FolderGone
+@dataclass(frozen=True)
+class EventsLost:
+    """The kernel dropped events (inotify queue overflow): only a full reconcile can tell."""
+
+    reason: str
+
+
+WatchEvent = Change | FolderAppeared | FolderGone | EventsLost
+
+# watchdog (7.x) handles an inotify queue overflow internally and only logs it on these loggers.
+OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
+
+
+class _OverflowHook(logging.Handler):
+    """Turns watchdog's "queue overflowed" log record into an ``EventsLost`` on the queue."""
+
+    def __init__(self, sink: queue.SimpleQueue[object]) -> None:
+        super().__init__(logging.WARNING)
+        self._sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._sink.put(EventsLost("inotify queue overflowed"))
+
 
 _KINDS = {
     EVENT_TYPE_CREATED: ChangeKind.CREATED,
@@ -107,9 +131,16 @@ class Watcher:
         self.root = root
         self.folders = folders
         self._handler = _Handler(str(root), sink)
+        self._overflow = _OverflowHook(sink)
         self._observer: BaseObserver | None = None
 
     def start(self) -> None:
+        for name in OVERFLOW_LOGGERS:
+            logger = logging.getLogger(name)
+            # A quieter log level must not hide the overflow from us.
+            if logger.getEffectiveLevel() > logging.WARNING:
+                logger.setLevel(logging.WARNING)
+            logger.addHandler(self._overflow)
         observer = Observer()
         for path in sorted({_existing(self.root, f) for f in self.folders}):
             observer.schedule(self._handler, str(path), recursive=True)
@@ -118,6 +149,8 @@ class Watcher:
         self._observer = observer
 
     def stop(self) -> None:
+        for name in OVERFLOW_LOGGERS:
+            logging.getLogger(name).removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
