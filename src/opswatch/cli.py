@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from opswatch import __version__, control_cli, logs, service
+from opswatch import __version__, control_cli, logs, rebuild_cli, service
 from opswatch.cliapp import App, expected_errors, pass_app
 from opswatch.config import find_config
 
@@ -92,6 +92,7 @@ def trust(app: App, yes: bool, hash_names: bool | None) -> None:
 
 for _command in (*control_cli.COMMANDS, service.service):
     cli.add_command(_command)
+cli.add_command(rebuild_cli.rebuild)
 
 
 # First run and daily use; these modules import their heavy parts only when a command runs.

@@ -1,11 +1,19 @@
-"""Running a command on the server: one exec channel, output streamed, a deadline enforced.
+"""Running a command on the server: one exec channel, both streams drained, a deadline enforced.
 
-The command runs in its own session (``setsid``) and first reports its process-group id, so
-that a deadline can stop the whole group remotely instead of leaving an orphan behind.
+The command runs in a session of its own (``setsid -w``: it waits for the command and passes its
+exit status on) and first prints its process-group id, so that a deadline stops the whole group
+remotely instead of leaving an orphan behind: closing an exec channel without a terminal sends
+the remote process no signal at all.
+
+stdout and stderr are read as they come, whichever has data (a ``select`` on the channel), so a
+command that fills one stream while we wait on the other cannot stall the SSH window. Safe to
+call from any thread: paramiko's ``Transport`` serialises channel opening and packet writes.
 """
 
 from __future__ import annotations
 
+import math
+import select
 import shlex
 import time
 from collections import deque
@@ -18,48 +26,108 @@ from opswatch.errors import ConnectError, RemoteCommandError
 
 PID_MARK = "opswatch-pgid:"
 KILL_GRACE_S = 3.0
+MARK_WAIT_S = 5.0  # how long a timed-out command may still take to report its group id
+READ_SIZE = 256 * 1024
+_LINK_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
 
 @dataclass
 class CommandResult:
-    exit_status: int
-    output: list[str] = field(default_factory=list)  # the last lines, stdout and stderr merged
+    exit_status: int  # -1 when the server sent none (killed by a signal, or timed out)
+    output: list[str] = field(default_factory=list)  # the last lines, both streams, as they came
     timed_out: bool = False
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0 and not self.timed_out
 
 
 def wrap(command: str) -> str:
+    """``command`` for the remote login shell, in a new session that reports its group id first."""
     inner = f'printf "%s\\n" "{PID_MARK}$$"; exec sh -c "$1"'
-    return f"exec setsid sh -c {shlex.quote(inner)} opswatch {shlex.quote(command)}"
+    return f"exec setsid -w sh -c {shlex.quote(inner)} opswatch {shlex.quote(command)}"
 
 
 class _Lines:
-    """Splits streamed bytes into lines, remembering the last few and the process-group id."""
+    """Splits one stream's bytes into lines for a shared tail and the caller's callback."""
 
-    def __init__(self, keep: int, on_line: Callable[[str], None] | None) -> None:
-        self.tail: deque[str] = deque(maxlen=keep)
+    def __init__(
+        self, tail: deque[str], on_line: Callable[[str], None] | None, *, marks: bool
+    ) -> None:
+        self.tail = tail
         self.pgid: int | None = None
-        self._buffer = b""
+        self.size = 0
+        self._buffer = bytearray()
         self._on_line = on_line
+        self._marks = marks  # only stdout carries the group id
 
     def feed(self, data: bytes) -> None:
+        self.size += len(data)
+        start = len(self._buffer)  # only the new bytes can hold a newline not yet seen
         self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            self._emit(raw)
+        while (end := self._buffer.find(b"\n", start)) != -1:
+            self._emit(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+            start = 0
 
     def close(self) -> None:
         if self._buffer:
-            self._emit(self._buffer)
-            self._buffer = b""
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
 
     def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
-        if self.pgid is None and line.startswith(PID_MARK):
+        if self._marks and self.pgid is None and line.startswith(PID_MARK):
+            self.size -= len(raw) + 1
             self.pgid = int(line[len(PID_MARK) :])
             return
         self.tail.append(line)
         if self._on_line is not None:
             self._on_line(line)
+
+
+class _Session:
+    """One running command: its channel and the two line splitters."""
+
+    def __init__(
+        self, channel: paramiko.Channel, keep: int, on_line: Callable[[str], None] | None
+    ) -> None:
+        self.channel = channel
+        self.tail: deque[str] = deque(maxlen=keep)
+        self.stdout = _Lines(self.tail, on_line, marks=True)
+        self.stderr = _Lines(self.tail, on_line, marks=False)
+        self.fd = channel.fileno()  # a pipe paramiko sets when either stream has data
+
+    def drain(self) -> None:
+        """Read everything buffered on both streams, without blocking."""
+        channel = self.channel
+        while channel.recv_ready() or channel.recv_stderr_ready():
+            if channel.recv_ready():
+                self.stdout.feed(channel.recv(READ_SIZE))
+            if channel.recv_stderr_ready():
+                self.stderr.feed(channel.recv_stderr(READ_SIZE))
+
+    @property
+    def ended(self) -> bool:
+        channel = self.channel
+        drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+        return drained and bool(channel.eof_received or channel.closed)
+
+    def wait(self, seconds: float) -> None:
+        select.select([self.fd], [], [], max(0.0, min(seconds, 1.0)))
+
+    def result(self, exit_status: int, *, timed_out: bool = False) -> CommandResult:
+        self.stdout.close()
+        self.stderr.close()
+        return CommandResult(
+            exit_status=exit_status,
+            output=list(self.tail),
+            timed_out=timed_out,
+            stdout_bytes=self.stdout.size,
+            stderr_bytes=self.stderr.size,
+        )
 
 
 def run_command(
@@ -70,49 +138,69 @@ def run_command(
     on_line: Callable[[str], None] | None = None,
     keep_lines: int = 40,
 ) -> CommandResult:
+    """Run ``command`` through the remote shell; past ``timeout`` seconds its group is stopped.
+
+    ``timeout`` of 0 or less means no deadline. A lost connection raises ``ConnectError``.
+    """
     try:
         channel = transport.open_session(timeout=10)
-        channel.set_combine_stderr(True)  # one stream: no deadlock on a full stderr window
         channel.exec_command(wrap(command))
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+    except _LINK_ERRORS as exc:
         raise ConnectError(f"cannot start a remote command: {exc}") from exc
-    lines = _Lines(keep_lines, on_line)
-    deadline = time.monotonic() + timeout
-    channel.settimeout(0.5)
+    deadline = time.monotonic() + timeout if timeout > 0 else math.inf
     try:
+        session = _Session(channel, keep_lines, on_line)
         while True:
-            try:
-                data = channel.recv(65536)
-            except TimeoutError:
-                data = None
-            if data:
-                lines.feed(data)
-            elif data == b"":
+            session.drain()
+            if session.ended:
                 break
-            if time.monotonic() > deadline:
-                _stop_group(transport, lines.pgid)
-                lines.close()
-                return CommandResult(exit_status=-1, output=list(lines.tail), timed_out=True)
-        lines.close()
-        status = channel.recv_exit_status()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+            if time.monotonic() >= deadline:
+                return _stop(transport, session)
+            session.wait(deadline - time.monotonic())
+        while not channel.status_event.wait(max(0.0, min(deadline - time.monotonic(), 1.0))):
+            # Output closed, process still running (it closed its streams, or a child holds on).
+            if channel.closed:
+                break
+            if time.monotonic() >= deadline:
+                return _stop(transport, session)
+        return session.result(channel.exit_status)
+    except _LINK_ERRORS as exc:
         raise ConnectError(f"connection lost while running {command!r}: {exc}") from exc
     finally:
         channel.close()
-    return CommandResult(exit_status=status, output=list(lines.tail))
 
 
-def _stop_group(transport: paramiko.Transport, pgid: int | None) -> None:
+def _stop(transport: paramiko.Transport, session: _Session) -> CommandResult:
+    """The deadline passed: stop the command's process group on the server, then report."""
+    mark_deadline = time.monotonic() + MARK_WAIT_S
+    while session.stdout.pgid is None and not session.ended:
+        if time.monotonic() >= mark_deadline:
+            break
+        session.wait(mark_deadline - time.monotonic())
+        session.drain()
+    session.drain()
+    stop_group(transport, session.stdout.pgid)
+    return session.result(-1, timed_out=True)
+
+
+def stop_group(transport: paramiko.Transport, pgid: int | None) -> None:
+    """TERM the remote process group, KILL what is left after ``KILL_GRACE_S``; wait for it."""
     if pgid is None:
-        return
+        raise RemoteCommandError("the timed-out command never reported its process group")
+    group = f"-{pgid}"
+    steps = int(KILL_GRACE_S * 10)
     kill = (
-        f"kill -TERM -- -{pgid} 2>/dev/null; sleep {KILL_GRACE_S:g}; "
-        f"kill -KILL -- -{pgid} 2>/dev/null; true"
+        f"kill -TERM -- {group} 2>/dev/null || exit 0; i=0; "
+        f'while kill -0 -- {group} 2>/dev/null && [ "$i" -lt {steps} ]; do '
+        "sleep 0.1; i=$((i+1)); done; "
+        f"kill -KILL -- {group} 2>/dev/null; true"
     )
     try:
         channel = transport.open_session(timeout=10)
-        channel.exec_command(kill)
-        channel.recv_exit_status()
-        channel.close()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+        try:
+            channel.exec_command(kill)
+            channel.recv_exit_status()
+        finally:
+            channel.close()
+    except _LINK_ERRORS as exc:
         raise RemoteCommandError(f"could not stop remote process group {pgid}: {exc}") from exc

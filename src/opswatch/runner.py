@@ -33,7 +33,12 @@ class _Abandon(BaseException):
 
 def build_daemon(config: Config, paths: StatePaths) -> Daemon:
     remote = SshRemote(resolve_endpoint(config.remote))
-    return Daemon(config, paths.ensure(), remote)
+    daemon = Daemon(config, paths.ensure(), remote)
+    if config.rebuild.mode == "auto":
+        from opswatch.rebuild import attach_rebuilds
+
+        attach_rebuilds(daemon, remote)
+    return daemon
 
 
 def run_daemon(config: Config, paths: StatePaths) -> int:
