@@ -1,9 +1,11 @@
 """``opswatch run``: build the daemon for a config, serve it until SIGTERM/SIGINT, exit 0.
 
 Around the engine: the daemon lock (one daemon per config), the control socket, sd_notify
-READY/STATUS/STOPPING, and the optional desktop notice. The first SIGTERM/SIGINT lets the
-current upload finish (it lands whole, by rename) and keeps what is pending for the next start;
-a second one abandons the upload in flight, whose temp file is then removed.
+READY/STATUS/STOPPING, and the optional desktop notice. SIGTERM/SIGINT let the batch in flight
+finish (each file lands whole, by rename) and keep what is pending for the next start. Nothing
+is interrupted mid-upload: an exception raised from a signal handler inside paramiko would leave
+the SFTP stream half-read and the temp file on the server. A service manager that loses patience
+sends SIGKILL; the target is still never partial, only a temp name may stay behind.
 """
 
 from __future__ import annotations
@@ -25,10 +27,6 @@ from opswatch.service import agent_problem
 from opswatch.sshconf import resolve_endpoint
 
 log = structlog.get_logger("opswatch.run")
-
-
-class _Abandon(BaseException):
-    """Raised by a second stop signal in the engine thread: unwind the upload in flight."""
 
 
 def build_daemon(config: Config, paths: StatePaths) -> Daemon:
@@ -54,19 +52,13 @@ def run_daemon(config: Config, paths: StatePaths) -> int:
 
 
 def _serve(daemon: Daemon, config: Config) -> int:
-    signals = 0
-
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            log.info("stopping", signal=signal.Signals(signum).name)
-            daemon.stop()
+        name = signal.Signals(signum).name
+        if daemon.stopping.is_set():
+            log.info("stopping", signal=name, detail="still finishing the upload in flight")
             return
-        log.warning("abandoning", signal=signal.Signals(signum).name)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise _Abandon
+        log.info("stopping", signal=name)
+        daemon.stop()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
@@ -89,13 +81,7 @@ def _serve(daemon: Daemon, config: Config) -> int:
     monitor.start()
     try:
         daemon.run()
-    except _Abandon:
-        log.warning("abandoned", detail="the upload in flight was abandoned; its temp file removed")
     finally:
-        if threading.current_thread() is threading.main_thread():
-            # From here on a signal must not interrupt the cleanup; a third one is moot anyway.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sdnotify.stopping()
         monitor.stop()
     return 0

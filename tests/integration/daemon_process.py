@@ -1,0 +1,108 @@
+"""`opswatch run` as a real subprocess, and the real `opswatch` CLI, for the background tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from helpers import wait_until
+from opswatch.control import ControlClient
+from opswatch.errors import OpswatchError
+from opswatch.paths import StatePaths, state_paths
+
+
+def opswatch_command() -> list[str]:
+    script = Path(sys.executable).parent / "opswatch"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("opswatch")
+    return [found] if found else [sys.executable, "-m", "opswatch"]
+
+
+def opswatch(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI the way a user does; the state folder comes from the environment."""
+    return subprocess.run(
+        [*opswatch_command(), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class DaemonProcess:
+    """One `opswatch run`; its log (JSON lines) goes to `log`, shown when a wait fails."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.paths: StatePaths = state_paths(config)
+        self.client = ControlClient(self.paths, config)
+
+    def start(self, *, wait_synced: bool = True) -> DaemonProcess:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*opswatch_command(), "--config", str(self.config), "--log-format", "json", "run"],
+                stdout=log,
+                stderr=log,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        self.wait_for(
+            lambda s: s["connected"] and (s["last_sync"] or not wait_synced),
+            "the daemon to connect and reconcile",
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return self.client.request("status", timeout=5)
+        except OpswatchError:
+            return None
+
+    def wait_for(self, predicate: Any, what: str, timeout: float = 20) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"opswatch run exited {self.process.returncode}:\n{self.text}")
+            status = self.status()
+            return status if status is not None and predicate(status) else None
+
+        try:
+            return wait_until(check, timeout=timeout, message=what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- daemon log ---\n{self.text}") from None
+
+    @property
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def events(self, name: str) -> list[str]:
+        return [line for line in self.text.splitlines() if f'"event": "{name}"' in line]
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> int:
+        self.signal(signal.SIGTERM)
+        return self.wait()
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
