@@ -299,6 +299,8 @@ class RebuildWorker:
             results = [self.deployer.result(s, False, detail) for s in _keys(work)]
             if retry:
                 self.request(work)
+            else:
+                self._retries = 0
         except OpswatchError as exc:
             results = [self.deployer.result(s, False, str(exc)) for s in _keys(work)]
         else:
