@@ -204,7 +204,7 @@ def remote_hashes(
     by_relative = {posixpath.relpath(t.remote, root): t for t in targets}
     use_shell = True
     done = 0
-    for relatives in batches(list(by_relative)):
+    for relatives in batches(list(by_relative), COMMAND_BUDGET):
         batch = [by_relative[r] for r in relatives]
         hashed = _remote_hash_batch(remote, root, batch) if use_shell else None
         if hashed is None:

@@ -1,0 +1,163 @@
+"""`opswatch init`: a starter config whose rules route the seed's layout as the seed does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from daemon_process import opswatch_command
+
+from conftest import toml_document
+from opswatch.config import load_config
+from opswatch.init import candidate_ops_folders, repository_root
+from opswatch.localserver import LocalSshd
+
+
+def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*opswatch_command(), "init", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def aim_at(config: Path, sshd: LocalSshd, remote_root: Path, tmp_path: Path) -> None:
+    """Point the written config at the test's sshd, keeping everything init wrote."""
+    doc = tomllib.loads(config.read_text())
+    empty = tmp_path / "ssh_config.empty"
+    empty.touch()
+    doc["remote"].update(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        root=str(remote_root),
+        known_hosts=str(sshd.known_hosts),
+        identity_file=str(sshd.client_key),
+        ssh_config=str(empty),
+    )
+    config.write_text(toml_document(doc))
+
+
+@pytest.mark.sshd
+def test_the_config_routes_every_seed_path_as_the_seed_does(
+    repo: Path, sshd_server: LocalSshd, remote_root: Path, tmp_path: Path
+) -> None:
+    done = init(repo, "--host", "droplet", "--remote-root", "/root/portfolio")
+    assert done.returncode == 0, done.stderr
+    config_path = repo / "opswatch.toml"
+    config = load_config(config_path)
+    assert (config.remote.host, config.remote.root) == ("droplet", "/root/portfolio")
+    assert config.rebuild.mode == "off"
+    assert config.rebuild.compose_file == "docs/ops/docker-compose.production.yml"
+    text = config_path.read_text()
+    assert "#   .env .env.* data/ certs/" in text
+    assert '# name = "coda-mcp-gateway"' in text and '# name = "demo"' in text
+
+    aim_at(config_path, sshd_server, remote_root, tmp_path)
+    dry = subprocess.run(
+        [*opswatch_command(), "--config", str(config_path), "sync", "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    routed = {u["path"]: str(Path(u["remote"]).relative_to(remote_root)) for u in plan["upload"]}
+    assert routed == {
+        "docs/ops/docker-compose.production.yml": "ops/docker-compose.production.yml",
+        "docs/ops/Dockerfile.coda-mcp-gateway": "docs/ops/Dockerfile.coda-mcp-gateway",
+        "docs/ops/Dockerfile.demo": "docs/ops/Dockerfile.demo",
+        "docs/ops/runbooks/deploy.md": "docs/ops/runbooks/deploy.md",
+        "docs/ops/quality_gates/check.sh": "docs/ops/quality_gates/check.sh",
+    }
+    refused = {s["path"]: s["reason"] for s in plan["skipped"]}
+    for secret in ("docs/ops/.env", "docs/ops/data/", "docs/ops/certs/"):
+        assert refused[secret].startswith("never"), refused
+    assert not list(remote_root.iterdir()), "a dry run changes nothing"
+
+
+def test_an_existing_config_is_kept_without_force(repo: Path) -> None:
+    assert init(repo, "--host", "first").returncode == 0
+    done = init(repo, "--host", "second")
+    assert done.returncode == 2
+    assert "--force" in done.stderr
+    assert load_config(repo / "opswatch.toml").remote.host == "first"
+    assert init(repo, "--host", "second", "--force").returncode == 0
+    assert load_config(repo / "opswatch.toml").remote.host == "second"
+
+
+def test_without_options_it_writes_defaults_that_parse(repo: Path) -> None:
+    done = init(repo)
+    assert done.returncode == 0, done.stderr
+    config = load_config(repo / "opswatch.toml")
+    assert config.remote.host == "droplet"
+    assert config.remote.root == f"/root/{repo.name}"
+    assert config.sync.hold_over == 100 and not config.sync.never
+
+
+def test_the_repository_root_is_found_from_a_subfolder(repo: Path) -> None:
+    (repo / ".git").mkdir()
+    done = init(repo / "docs/ops/runbooks", "--host", "h", "--remote-root", "/srv/app")
+    assert done.returncode == 0, done.stderr
+    assert (repo / "opswatch.toml").is_file()
+    assert repository_root(repo / "docs/ops/runbooks") == repo
+
+
+def make_ops_folder(root: Path, folder: str, service: str) -> None:
+    ops = root / folder
+    (ops / "scripts").mkdir(parents=True)
+    (ops / "Dockerfile").write_text("FROM alpine\n")
+    (ops / "compose.yaml").write_text(
+        f"services:\n  {service}:\n    build:\n      context: .\n      dockerfile: Dockerfile\n"
+    )
+    (ops / "scripts/deploy.sh").write_text("#!/bin/sh\n")
+    (ops / ".env.production").write_text("TOKEN=x\n")
+
+
+def test_another_layout_is_found_and_routed(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    make_ops_folder(root, "deploy", "web")
+    done = init(root, "--host", "h", "--remote-root", "/srv/app")
+    assert done.returncode == 0, done.stderr
+    config = load_config(root / "opswatch.toml")
+    compose_rule, rest_rule = config.rules
+    assert (compose_rule.source, compose_rule.match, compose_rule.to) == (
+        "deploy",
+        ("compose.yaml",),
+        ("ops",),
+    )
+    assert (rest_rule.source, rest_rule.match, rest_rule.to) == (
+        "deploy",
+        ("Dockerfile", "scripts/"),
+        ("deploy",),
+    )
+    assert "stays here (never): .env.production" in done.stdout
+    assert '# name = "web"' in (root / "opswatch.toml").read_text()
+
+
+def test_several_candidates_need_from_when_nobody_can_be_asked(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    make_ops_folder(root, "deploy", "web")
+    make_ops_folder(root, "infra/docker", "api")
+    assert candidate_ops_folders(root) == ["deploy", "infra/docker"]
+    done = init(root)
+    assert done.returncode == 2
+    assert "deploy, infra/docker" in done.stderr and "--from" in done.stderr
+    done = init(root, "--from", "infra/docker", "--host", "h")
+    assert done.returncode == 0, done.stderr
+    assert load_config(root / "opswatch.toml").rules[0].source == "infra/docker"
+
+
+def test_a_missing_from_folder_is_a_usage_error(repo: Path) -> None:
+    done = init(repo, "--from", "no/such/folder")
+    assert done.returncode == 2
+    assert "no/such/folder" in done.stderr
+    assert not (repo / "opswatch.toml").exists()
