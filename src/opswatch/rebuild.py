@@ -303,6 +303,10 @@ class RebuildWorker:
                 self._retries = 0
         except OpswatchError as exc:
             results = [self.deployer.result(s, False, str(exc)) for s in _keys(work)]
+        except Exception as exc:  # the thread must outlive a bug: later rebuilds still run
+            log.exception("rebuild_crashed")
+            detail = f"internal error: {type(exc).__name__}: {exc}"
+            results = [self.deployer.result(s, False, detail) for s in _keys(work)]
         else:
             self._retries = 0
         for result in results:
@@ -320,12 +324,24 @@ class RebuildHook:
     (``deferred``) if the missing file affects a service too: never build from a half-synced tree.
     """
 
-    def __init__(self, view: ComposeView, worker: RebuildWorker) -> None:
+    def __init__(
+        self, view: ComposeView, worker: RebuildWorker, *, first_copy: bool = False
+    ) -> None:
         self.view = view
         self.worker = worker
         self.deferred: dict[str, None] = {}
+        # With an empty manifest the first pass copies every file: that is not an edit, and
+        # rebuilding every service for it would surprise; `opswatch rebuild` deploys by hand.
+        self.first_copy = first_copy
 
     def __call__(self, report: PassReport) -> None:
+        if self.first_copy:
+            self.first_copy = False
+            if report.landed:
+                log.info(
+                    "rebuild_skipped", reason="first copy to this server", files=len(report.landed)
+                )
+                return
         self.deferred.update(dict.fromkeys(report.landed))
         if not self.deferred:
             return
@@ -361,7 +377,8 @@ def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
             notify_failure(daemon.config, result)
 
     worker = RebuildWorker(deployer, held=held, record=record, stopping=daemon.stopping)
-    daemon.after_batch.append(RebuildHook(view, worker))
+    first_copy = not daemon.manifest.all()
+    daemon.after_batch.append(RebuildHook(view, worker, first_copy=first_copy))
     worker.start()
     return worker
 

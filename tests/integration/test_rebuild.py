@@ -81,7 +81,7 @@ def rebuild_table(**overrides: Any) -> dict[str, Any]:
     return {"mode": "auto", "compose_dir": "ops", "compose_file": COMPOSE, **overrides}
 
 
-StartDaemon = Callable[[Path], Daemon]
+StartDaemon = Callable[..., Daemon]
 
 
 @pytest.fixture
@@ -90,10 +90,11 @@ def start_daemon() -> Iterator[StartDaemon]:
     that its start finds nothing to send and rebuild."""
     running: list[tuple[Daemon, threading.Thread]] = []
 
-    def start(config_path: Path) -> Daemon:
+    def start(config_path: Path, *, presync: bool = True) -> Daemon:
         config = load_config(config_path)
         paths = state_paths(config.source)
-        assert run_sync(config, paths, dry_run=False, force=False, as_json=True) == 0
+        if presync:
+            assert run_sync(config, paths, dry_run=False, force=False, as_json=True) == 0
         daemon = build_daemon(config, paths)
         thread = threading.Thread(target=daemon.run, name="engine", daemon=True)
         thread.start()
@@ -238,6 +239,24 @@ def test_a_runbook_edit_or_an_injection_name_runs_nothing(
     assert daemon.status().rebuilds == ()
     for folder in (remote_root, remote_root / "ops", remote_root / "docs/ops", Path.home()):
         assert not (folder / "injected").exists()
+
+
+def test_the_first_copy_rebuilds_nothing_the_next_edit_does(
+    repo: Path,
+    sshd_server: LocalSshd,
+    remote_root: Path,
+    write_config: Callable[..., Path],
+    start_daemon: StartDaemon,
+    docker: DockerStub,
+) -> None:
+    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
+    docker.install()
+    daemon = start_daemon(config, presync=False)
+    wait_until(settled(daemon, 5))
+    assert (remote_root / DOCKERFILE).is_file() and docker.calls() == []
+    (repo / "docs/ops/Dockerfile.demo").write_text("FROM scratch\n")
+    wait_until(lambda: daemon.status().rebuilds, 30)
+    assert [c.args for c in docker.calls()] == ["compose build demo", "compose up -d demo"]
 
 
 def test_mode_off_runs_nothing(

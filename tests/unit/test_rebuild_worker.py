@@ -249,3 +249,12 @@ def test_an_unreadable_compose_file_still_applies_its_change(tmp_path: Path) -> 
 def test_results_carry_an_iso_time(view: ComposeView) -> None:
     (result,) = Deployer(view, FakeRunner(), wall=lambda: 0.0).deploy(Work(("demo",)))
     assert result == RebuildResult("demo", True, "1970-01-01T00:00:00+00:00", "build, up: ok")
+
+
+def test_the_first_copy_to_a_server_rebuilds_nothing(view: ComposeView) -> None:
+    worker = RecordingWorker()
+    hook = RebuildHook(view, worker, first_copy=True)  # type: ignore[arg-type]
+    hook(PassReport(landed=["docs/ops/Dockerfile.demo", COMPOSE]))
+    assert worker.requests == []
+    hook(PassReport(landed=["docs/ops/Dockerfile.demo"]))
+    assert worker.requests == [Work(("demo",))]
