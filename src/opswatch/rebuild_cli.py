@@ -18,8 +18,8 @@ from opswatch.model import RebuildResult
 
 def run_rebuild(config: Config, services: tuple[str, ...]) -> list[RebuildResult]:
     from opswatch.compose import valid_service_name
+    from opswatch.deploy import ComposeView, Deployer, Work, unknown_services
     from opswatch.errors import LocalFileError, UsageError
-    from opswatch.rebuild import ComposeView, Deployer, Work, unknown_services
     from opswatch.remote import SshRemote
     from opswatch.rules import Router
     from opswatch.sshconf import resolve_endpoint

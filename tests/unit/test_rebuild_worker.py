@@ -14,9 +14,10 @@ import pytest
 
 from helpers import wait_until
 from opswatch.config import Config, parse_config
+from opswatch.deploy import ComposeView, Deployer, Work
 from opswatch.errors import ConnectError, UsageError
 from opswatch.model import RebuildResult
-from opswatch.rebuild import MAX_RETRIES, ComposeView, Deployer, RebuildHook, RebuildWorker, Work
+from opswatch.rebuild import MAX_RETRIES, RebuildHook, RebuildWorker
 from opswatch.remote_exec import CommandResult
 from opswatch.rules import Router
 from opswatch.syncer import PassReport
