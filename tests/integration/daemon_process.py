@@ -45,7 +45,8 @@ class DaemonProcess:
         self.paths: StatePaths = state_paths(config)
         self.client = ControlClient(self.paths, config)
 
-    def start(self, *, wait_synced: bool = True) -> DaemonProcess:
+    def start(self, *, wait: str = "synced") -> DaemonProcess:
+        """Start, then wait until it is "answering", "connected" or (the default) "synced"."""
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [*opswatch_command(), "--config", str(self.config), "--log-format", "json", "run"],
@@ -53,10 +54,12 @@ class DaemonProcess:
                 stderr=log,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
-        self.wait_for(
-            lambda s: s["connected"] and (s["last_sync"] or not wait_synced),
-            "the daemon to connect and reconcile",
-        )
+        conditions = {
+            "answering": lambda s: True,
+            "connected": lambda s: s["connected"],
+            "synced": lambda s: s["connected"] and s["last_sync"],
+        }
+        self.wait_for(conditions[wait], f"the daemon to be {wait}")
         return self
 
     @property

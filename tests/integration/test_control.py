@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -36,12 +37,14 @@ def start_daemon(
 ) -> Iterator[StartDaemon]:
     started: list[DaemonProcess] = []
 
-    def start(*, wait_synced: bool = True, **overrides: object) -> DaemonProcess:
+    def start(*, wait: str = "synced", top: str = "", **overrides: object) -> DaemonProcess:
+        """`top`: TOML put before the first table (top-level keys such as `notify`)."""
         overrides.setdefault("sync", QUIET)
         config = write_config(repo, sshd_server, remote_root, **overrides)
+        config.write_text(top + config.read_text())
         daemon = DaemonProcess(config, tmp_path / f"daemon-{len(started)}.log")
         started.append(daemon)
-        return daemon.start(wait_synced=wait_synced)
+        return daemon.start(wait=wait)
 
     yield start
     for daemon in started:
@@ -207,7 +210,7 @@ def test_flush_that_fails_exits_1_with_the_error(
     (remote_root / "playbooks").write_text("in the way\n")
     rules = [{"from": "docs/ops", "match": ["runbooks/"], "to": "playbooks"}]
     quiet = {"debounce_ms": 600_000, "max_delay_ms": 600_000}
-    daemon = start_daemon(wait_synced=False, rule=rules, sync=quiet)
+    daemon = start_daemon(wait="connected", rule=rules, sync=quiet)
     daemon.wait_for(lambda s: s["connected"], "connected")
     edit(repo, RUNBOOK, "# cannot land\n")
     daemon.wait_for(lambda s: RUNBOOK in s["pending_paths"], "the edit to be pending")
@@ -222,7 +225,7 @@ def test_pause_survives_a_restart(start_daemon: StartDaemon, repo: Path, remote_
     assert opswatch(daemon.config, "pause").returncode == 0
     assert daemon.stop() == 0
 
-    daemon = start_daemon(wait_synced=False)
+    daemon = start_daemon(wait="connected")
     status = daemon.wait_for(lambda s: s["connected"], "connected again")
     assert status["state"] == "paused"
     edit(repo, RUNBOOK, "# edited after the restart\n")
@@ -314,3 +317,50 @@ def test_a_second_sigterm_still_lets_the_upload_land_whole(
     target, content = _upload_big_file_then_signal(daemon, repo, remote_root, signals=2)
     assert temp_files(remote_root) == []
     assert target.read_bytes() == content
+
+
+# -- telling the outside world ------------------------------------------------------------------
+
+
+def test_the_service_manager_hears_ready_status_and_stopping(
+    start_daemon: StartDaemon, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(str(state_dir / "notify"))
+        manager.settimeout(20)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(state_dir / "notify"))
+        daemon = start_daemon()
+        messages = [manager.recv(4096).decode()]
+        assert messages[0].startswith("READY=1\nSTATUS=")
+        assert f"MAINPID={daemon.pid}" in messages[0]
+        while "STATUS=watching · 127.0.0.1 · 0 pending" not in messages[-1]:
+            messages.append(manager.recv(4096).decode())
+        assert daemon.stop() == 0
+        while not messages[-1].startswith("STOPPING=1"):
+            messages.append(manager.recv(4096).decode())
+
+
+def test_a_desktop_notice_once_when_the_daemon_enters_the_error_state(
+    start_daemon: StartDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shown = tmp_path / "notices"
+    fake = bin_dir / "notify-send"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{shown}"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    empty_known_hosts = tmp_path / "known_hosts.empty"
+    empty_known_hosts.touch()
+    daemon = start_daemon(
+        wait="answering", top="notify = true\n", remote={"known_hosts": str(empty_known_hosts)}
+    )
+    status = daemon.wait_for(lambda s: s["state"] == "error", "the error state")
+    assert "not in" in status["last_error"]  # the unknown host key
+    wait_until(shown.exists, message="the notice")
+    let_the_engine_turn(daemon)  # a reconnect hits the same error: no second notice
+    daemon.wait_for(lambda s: s["state"] == "error", "the error state again")
+    daemon.stop()
+    lines = shown.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert "opswatch: 127.0.0.1" in lines[0] and "not in" in lines[0]
