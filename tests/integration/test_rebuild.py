@@ -7,6 +7,7 @@ line of the watched Dockerfile as the server had it at that moment (proof of "af
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -319,6 +320,9 @@ def test_rebuild_command_exit_codes(
     done = runner.invoke(cli, ["--config", str(config), "rebuild", "demo"])
     assert (done.exit_code, done.output.splitlines()[-1]) == (0, "demo: ok: build, up: ok")
     assert [c.args for c in docker.calls()] == ["compose build demo", "compose up -d demo"]
+    done = runner.invoke(cli, ["--config", str(config), "rebuild", "--json", "demo"])
+    (result,) = json.loads(done.stdout)
+    assert (done.exit_code, result["service"], result["ok"]) == (0, "demo", True)
     docker.install(then="echo nope; exit 1")
     done = runner.invoke(cli, ["--config", str(config), "rebuild", "demo"])
     assert done.exit_code == 1
