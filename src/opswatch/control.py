@@ -202,17 +202,17 @@ class ControlServer:
 
     def _serve_one(self, conn: socket.socket) -> None:
         with conn:
-            uid = peer_uid(conn)
-            if uid is not None and uid != self.allowed_uid:
-                log.warning("control_refused", uid=uid)
-                with contextlib.suppress(OSError):
-                    _send_line(conn, _failure(f"uid {uid} may not control this opswatch", 1))
-                return
             conn.settimeout(10)
             try:
+                # Read the request even from a stranger: closing with unread data would reset
+                # the connection before our answer arrives.
                 line = _read_line(conn)
-                request = json.loads(line)
-                reply = self.answer(request)
+                uid = peer_uid(conn)
+                if uid is not None and uid != self.allowed_uid:
+                    log.warning("control_refused", uid=uid)
+                    reply = _failure(f"uid {uid} may not control this opswatch", 1)
+                else:
+                    reply = self.answer(json.loads(line))
             except (OSError, ValueError) as exc:
                 reply = _failure(f"bad request: {exc}", 2)
             with contextlib.suppress(OSError):
