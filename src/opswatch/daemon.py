@@ -114,7 +114,7 @@ class Daemon:
         self._next_reconcile = 0.0
         self._next_failed_retry = 0.0
         self._needs_reconcile = True
-        self._swept = False  # stale temp files on the server are removed once, at start
+        self._swept = False  # stale temp files on the server: removed at each (re)connect
         self._last_tick: tuple[float, float] | None = None  # (monotonic, wall) of the last loop
         self._counters = {"uploaded": 0, "removed": 0}
         self._last_sync: float | None = None
@@ -251,6 +251,7 @@ class Daemon:
         self._fatal = False
         self._next_probe = now + self.probe_interval_s
         self._needs_reconcile = True
+        self._swept = False  # an upload the lost connection cut left its temp file behind
 
     def _connection_lost(self, now: float) -> None:
         """The transport died between operations (server restarted, network gone)."""

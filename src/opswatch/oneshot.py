@@ -104,6 +104,9 @@ def run_sync(
         )
         for path, reason in {**report.failed, **report.refused}.items():
             click.echo(f"error: {path}: {reason}", err=True)
+        for skip in plan.skipped:
+            if skip.reason.startswith("symlink"):  # a link out of the tree: say it was not read
+                click.echo(f"refused: {skip.local}: {skip.reason}", err=True)
         for conflict in report.conflicts:
             click.echo(
                 f"error: {conflict.remote} changed on the server; not overwritten "

@@ -235,6 +235,9 @@ class SshRemote:
             # No paramiko keepalive: it expects no reply, so it detects nothing, and it would
             # look like an unanswered request. TCP keepalive and the daemon's probe do the job.
             link = self._open_sftp(transport)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()  # the link died between the steps above
+            raise ConnectError(f"connecting to {self.endpoint.describe()} failed: {exc}") from exc
         except BaseException:
             transport.close()
             raise
@@ -292,14 +295,24 @@ class SshRemote:
             # Ask for a key type we can verify, as OpenSSH does for hosts it knows.
             types = [t for t in options.key_types if t in known]
             options.key_types = tuple(types + [t for t in options.key_types if t not in types])
+        self._start_client(transport)
+
+    def _start_client(self, transport: paramiko.Transport) -> None:
         transport.banner_timeout = self.timeout
         transport.handshake_timeout = self.timeout
         try:
-            transport.start_client(timeout=self.timeout)
+            # A bit longer than the banner deadline, so a silent peer fails with that reason.
+            transport.start_client(timeout=self.timeout + 1)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(
                 f"ssh handshake with {self.endpoint.describe()} failed: {exc}"
             ) from exc
+        if not transport.is_active() or transport.host_key is None:
+            # start_client returns quietly when its own deadline passes mid-handshake.
+            raise ConnectError(
+                f"ssh handshake with {self.endpoint.describe()} timed out "
+                f"after {self.timeout + 1:g} s"
+            )
 
     def _known_keys(self) -> dict[str, paramiko.PKey]:
         path = self.endpoint.known_hosts
@@ -396,15 +409,9 @@ class SshRemote:
         Only ``opswatch trust`` calls this, to show the fingerprint before anything is trusted.
         """
         transport = paramiko.Transport(self._dial())
-        transport.banner_timeout = self.timeout
-        transport.handshake_timeout = self.timeout
         try:
-            transport.start_client(timeout=self.timeout)
+            self._start_client(transport)
             key = transport.get_remote_server_key()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(
-                f"ssh handshake with {self.endpoint.describe()} failed: {exc}"
-            ) from exc
         finally:
             transport.close()
         return HostKey(key.get_name(), key.get_base64(), _fingerprint(key))
