@@ -103,6 +103,23 @@ def test_hold_over_0_never_holds(repo: Path, remote_root: Path, start_daemon: St
     wait_until(lambda: target.is_dir() and len(list(target.iterdir())) == 150, timeout=30)
 
 
+@pytest.mark.sshd
+def test_the_start_up_reconcile_is_not_held_and_logs_progress(
+    repo: Path, remote_root: Path, start_daemon: StartDaemon
+) -> None:
+    # What the daemon finds at start is the state it was asked to keep: no hold, but progress.
+    burst = repo / "docs/ops/runbooks/burst"
+    burst.mkdir()
+    for number in range(150):
+        (burst / f"page-{number:03}.md").write_text(f"page {number}\n")
+    daemon = start_daemon()
+    assert len(list((remote_root / "docs/ops/runbooks/burst").iterdir())) == 150
+    assert daemon.status()["state"] == "watching"  # type: ignore[index]
+    progress = [json.loads(line) for line in daemon.events("progress")]
+    assert progress and progress[-1]["task"] == "reconcile"
+    assert (progress[-1]["done"], progress[-1]["total"]) == (155, 155)
+
+
 # -- the branch switch -----------------------------------------------------------------------
 
 
