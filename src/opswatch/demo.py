@@ -87,7 +87,8 @@ INSTALL_SSHD = (
     "install OpenSSH's server (the system service need not be enabled): "
     "Debian/Ubuntu `sudo apt-get install openssh-server`, Fedora `sudo dnf install "
     "openssh-server`, Arch `sudo pacman -S openssh`, Alpine `sudo apk add openssh-server`, "
-    "macOS: built in (/usr/sbin/sshd); or run `bash scripts/demo.sh`, which installs it"
+    "macOS: built in (/usr/sbin/sshd); from a clone of opswatch, `bash scripts/demo.sh` "
+    "installs it"
 )
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0

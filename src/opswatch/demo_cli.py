@@ -39,6 +39,8 @@ def demo(script: bool, keep: bool) -> None:
         with demo_site(keep=keep) as site:
             took = wait_ready(site)
             header = f"first sync: the sample repository is on the server ({_ms(took)})"
+            if keep:
+                header += f"\nthe demo folder stays afterwards: {site.base}"
             if script:
                 sys.exit(_scripted(site, header))
             _interactive(site, header)
