@@ -213,7 +213,8 @@ class _Stage(enum.Enum):
 class _File:
     """One upload in flight: its local source, temp name, handle and requests outstanding."""
 
-    def __init__(self, job: UploadJob, source: IO[bytes]) -> None:
+    def __init__(self, index: int, job: UploadJob, source: IO[bytes]) -> None:
+        self.index = index  # in the batch
         self.job = job
         self.source = source
         self.temp = temp_name(job.remote)
@@ -266,6 +267,7 @@ class PipelinedUploader:
         self.wire = _Wire(sftp, where)
         self.folders = folders  # remote folders known to exist on this connection (shared)
         self._inflight_bytes = 0
+        self._touched: set[int] = set()  # files that got a reply since they were last advanced
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
         unusable = self._ensure_folders(posixpath.dirname(j.remote) for j in jobs)
@@ -277,12 +279,15 @@ class PipelinedUploader:
                 while waiting and len(active) < WINDOW:
                     index, job = waiting.popleft()
                     error = unusable.get(posixpath.dirname(job.remote))
-                    started = UploadOutcome(job, error=error) if error else self._start(job)
+                    started = UploadOutcome(job, error=error) if error else self._start(index, job)
                     if isinstance(started, UploadOutcome):
                         outcomes[index] = started
                     else:
                         active[index] = started
-                for index, file in list(active.items()):
+                        self._touched.add(index)
+                touched, self._touched = self._touched, set()
+                for index in touched:
+                    file = active[index]
                     self._advance(file)
                     if file.stage is _Stage.DONE:
                         file.source.close()
@@ -349,7 +354,7 @@ class PipelinedUploader:
 
     # -- files -----------------------------------------------------------------------------
 
-    def _start(self, job: UploadJob) -> _File | UploadOutcome:
+    def _start(self, index: int, job: UploadJob) -> _File | UploadOutcome:
         try:
             source = open(job.source, "rb")  # noqa: SIM115 - closed when the file is done
         except OSError as exc:
@@ -359,7 +364,7 @@ class PipelinedUploader:
                 else f"cannot read the local file: {exc.strerror or exc}"
             )
             return UploadOutcome(job, error=RemoteFileError(job.remote, reason))
-        file = _File(job, source)
+        file = _File(index, job, source)
         file.read()  # a refused file sends nothing at all, not even the OPEN
         if file.failed:
             source.close()
@@ -372,6 +377,7 @@ class PipelinedUploader:
 
         def reply(kind: int, msg: Message) -> None:
             file.outstanding -= 1
+            self._touched.add(file.index)
             on_reply(kind, msg)
 
         self.wire.send(kind, reply, *args)
