@@ -381,11 +381,8 @@ class SshRemote:
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
-        if self._transport is not None and not self._transport.is_active():
-            self._sftp = None  # closing its channel would only wait on a dead transport
-        if self._sftp is not None:
-            with suppress(OSError, EOFError, paramiko.SSHException):
-                self._sftp.close()
+        # No polite SFTP close first: it writes to the socket, and on a black-holed link whose
+        # send buffer is full that write never returns. Closing the transport writes nothing.
         if self._transport is not None:
             self._transport.close()
         self._sftp = None

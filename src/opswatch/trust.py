@@ -19,7 +19,7 @@ import click
 
 from opswatch.config import Config
 from opswatch.control import ControlClient
-from opswatch.errors import NotRunningError, OpswatchError, UsageError
+from opswatch.errors import NotRunningError, OpswatchError
 from opswatch.paths import StatePaths
 from opswatch.remote import HostKey, SshRemote
 from opswatch.sshconf import resolve_endpoint
@@ -109,7 +109,7 @@ def trust(config: Config, paths: StatePaths, *, yes: bool, hash_names: bool | No
     if not yes and not click.confirm(
         "Replace the old key with this one?" if known else "Trust this key?", default=False
     ):
-        raise UsageError("host key not trusted")
+        raise OpswatchError(f"the host key of {name} was not trusted")
     hashed = (
         hash_names if hash_names is not None else any(line.startswith(HASH_MAGIC) for line in lines)
     )

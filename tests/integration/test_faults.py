@@ -173,12 +173,18 @@ def test_wake_from_sleep_reconnects_at_once(
     config = write_config(repo, own_sshd, remote_root)
     slept = [0.0]
     with EngineThread(config, wall=lambda: time.time() + slept[0]) as engine:
-        first = engine.wait_synced()["connected_since"]
+        synced = engine.wait_synced()
         slept[0] = 3600.0  # wall time jumps, monotonic does not: the machine slept for an hour
-        engine.wait_for(
-            lambda s: s["connected"] and s["connected_since"] != first and s["reconciles"] >= 2,
+        woke = engine.wait_for(
+            lambda s: (
+                s["connected"]
+                and s["connected_since"] != synced["connected_since"]
+                and s["reconciles"] > synced["reconciles"]
+            ),
             "a fresh connection and a reconcile after waking",
         )
+    # Files unchanged since the manifest are left alone (not read, not hashed, not sent).
+    assert woke["uploaded"] == synced["uploaded"]
 
 
 def test_daemon_killed_right_after_edits_delivers_them_at_next_start(
