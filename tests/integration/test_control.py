@@ -215,8 +215,9 @@ def test_flush_that_fails_exits_1_with_the_error(
     edit(repo, RUNBOOK, "# cannot land\n")
     daemon.wait_for(lambda s: RUNBOOK in s["pending_paths"], "the edit to be pending")
     done = opswatch(daemon.config, "flush")
-    assert done.returncode == 1, (done.stdout, done.stderr)
-    assert done.stderr.startswith("error: ") and "not a folder" in done.stderr, done.stderr
+    report = f"stdout={done.stdout!r} stderr={done.stderr!r}\n--- daemon log ---\n{daemon.text}"
+    assert done.returncode == 1, report
+    assert done.stderr.startswith("error: ") and "not a folder" in done.stderr, report
     assert (remote_root / "playbooks").read_text() == "in the way\n"
 
 
