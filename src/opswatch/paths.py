@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,5 +69,8 @@ def state_paths(config_path: Path) -> StatePaths:
         folder = Path(base) / key
         return StatePaths(state=folder, runtime=folder)
     state = Path(platformdirs.user_state_dir("opswatch", appauthor=False)) / key
+    if sys.platform.startswith("linux") and not os.environ.get("XDG_RUNTIME_DIR"):
+        # No runtime dir (a cron job, a container): the state folder is private (0700) too.
+        return StatePaths(state=state, runtime=state)
     runtime = Path(platformdirs.user_runtime_dir("opswatch", appauthor=False)) / key
     return StatePaths(state=state, runtime=runtime)
