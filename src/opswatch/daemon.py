@@ -182,6 +182,9 @@ class Daemon:
             candidates.append(deadline)
         if not self.remote.connected:
             candidates.append(self._next_connect)
+        elif not self._paused():
+            # The reconcile after connecting must not wait a second for some event to arrive.
+            candidates.append(now if self._needs_reconcile else self._next_reconcile)
         return min(candidates)
 
     def _handle(self, item: object) -> None:

@@ -12,7 +12,7 @@ class ChangeKind(enum.Enum):
     DELETED = "deleted"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """Something happened to ``path`` (POSIX, relative to ``local.root``)."""
 
@@ -34,7 +34,8 @@ class Batch:
         return len(self.changes)
 
 
-@dataclass(frozen=True)
+# slots: the per-file records below exist by the ten thousand during a reconcile
+@dataclass(frozen=True, slots=True)
 class LocalFile:
     """What ``lstat`` (or ``stat`` of an allowed symlink) said about a local regular file."""
 
@@ -47,7 +48,7 @@ class LocalFile:
         return self.mtime_ns // 1_000_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RemoteFile:
     """What SFTP ``stat`` said about a remote file; SFTP carries whole-second mtimes only."""
 
@@ -56,7 +57,7 @@ class RemoteFile:
     mode: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pushed:
     """The manifest's record of the last upload of one remote path."""
 
@@ -79,7 +80,7 @@ class Pushed:
         return (remote.size, remote.mtime_s) == (self.size, self.mtime_s)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Upload:
     local: str  # relative to local.root
     remote: str  # absolute POSIX path on the server

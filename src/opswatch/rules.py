@@ -10,6 +10,7 @@ import enum
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pathspec
 
@@ -58,7 +59,7 @@ class Verdict(enum.Enum):
     UNROUTED = "unrouted"  # no rule selects it
 
 
-DECISIONS_KEPT = 100_000  # remembered answers of Router.decide; forgotten all at once beyond
+DECISIONS_KEPT = 4096  # remembered answers of Router.decide (a burst's worth), then forgotten
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Router:
         # decide() runs for every watcher event (a burst of 500 files is ~1 500 events) and
         # costs ~0.1 ms of pattern matching; its answer changes only with the ignore files.
         self._decided: dict[str, Decision] = {}
+        self._never_folders: dict[str, str | None] = {}
+        self._ignored_folders: dict[str, bool] = {}
         for folder, lines in (ignore_files or {}).items():
             self.set_ignore_file(folder, lines)
 
@@ -127,27 +130,49 @@ class Router:
     def set_ignore_file(self, folder: str, lines: Sequence[str] | None) -> None:
         """Install (or with ``None`` drop) the patterns of ``folder/.opswatchignore``."""
         self._decided.clear()
+        self._ignored_folders.clear()
         if lines is None:
             self._ignore_files.pop(folder, None)
         else:
             self._ignore_files[folder] = _spec(lines)
 
     def never_reason(self, path: str) -> str | None:
-        for candidate in (*ancestors(path), path):
-            result = self._never.check_file(candidate)
-            if result.include and result.index is not None:
-                return f'never: matches "{self._never_patterns[result.index]}"'
+        for folder in ancestors(path):  # the same few folders for every file: remembered
+            if folder not in self._never_folders:
+                self._forget_if_full(self._never_folders)
+                self._never_folders[folder] = self._never_one(folder)
+            if reason := self._never_folders[folder]:
+                return reason
+        return self._never_one(path)
+
+    def _never_one(self, candidate: str) -> str | None:
+        result = self._never.check_file(candidate)
+        if result.include and result.index is not None:
+            return f'never: matches "{self._never_patterns[result.index]}"'
         return None
 
     def is_ignored(self, path: str) -> bool:
-        candidates = (*ancestors(path), path)
-        if any(self._ignore.match_file(c) for c in candidates):
+        for folder in ancestors(path):
+            if folder not in self._ignored_folders:
+                self._forget_if_full(self._ignored_folders)
+                self._ignored_folders[folder] = self._ignored_one(folder)
+            if self._ignored_folders[folder]:
+                return True
+        return self._ignored_one(path)
+
+    def _ignored_one(self, candidate: str) -> bool:
+        if self._ignore.match_file(candidate):
             return True
         for folder, spec in self._ignore_files.items():
-            inside = [rel for c in candidates if (rel := _under(c, folder))]
-            if any(spec.match_file(rel) for rel in inside):
+            rel = _under(candidate, folder)
+            if rel and spec.match_file(rel):
                 return True
         return False
+
+    @staticmethod
+    def _forget_if_full(memo: dict[str, Any]) -> None:
+        if len(memo) >= DECISIONS_KEPT:
+            memo.clear()
 
     def excluded_folder(self, folder: str) -> str | None:
         """Why a whole folder (no trailing slash) can be skipped by a walk, or None."""
@@ -170,8 +195,7 @@ class Router:
     def decide(self, path: str) -> Decision:
         found = self._decided.get(path)
         if found is None:
-            if len(self._decided) >= DECISIONS_KEPT:
-                self._decided.clear()
+            self._forget_if_full(self._decided)
             found = self._decided[path] = self._decide(path)
         return found
 
