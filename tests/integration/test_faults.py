@@ -226,8 +226,10 @@ def test_64_mib_upload_is_never_seen_half_written(
     local.write_bytes(old)
     remote.parent.mkdir(parents=True)
     remote.write_bytes(old)
-    stamp = local.stat().st_mtime_ns
-    os.utime(remote, ns=(stamp, stamp))  # already there: the first reconcile leaves it alone
+    # Already there, from an hour ago: the first reconcile leaves it alone.
+    stamp = time.time_ns() - 3600 * 10**9
+    os.utime(local, ns=(stamp, stamp))
+    os.utime(remote, ns=(stamp, stamp))
     config = write_config(repo, sshd_server, remote_root)
     seen: dict[str, int] = {"old": 0, "new": 0, "partial": 0}
     stop = threading.Event()
