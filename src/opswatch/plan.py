@@ -89,9 +89,9 @@ def _plan_target(
         if pushed.matches_local(found) and not changed_remotely:
             return None  # unchanged since we pushed it
         return Upload(path, target, found, force)
-    if there is not None and (there.size, there.mtime_s) == (found.size, found.mtime_s):
-        # Never pushed by us, but the same size and second: what the first sync would write.
-        return Skip(path, "already on the server (same size and mtime)", target)
+    # No record of it: overwrite, as the first sync by hand did. Even a copy with the same size
+    # and the same whole second may differ (SFTP mtimes have no fraction), and after this upload
+    # the manifest knows it, so later passes skip it without a transfer or a hash.
     return Upload(path, target, found, force)
 
 

@@ -54,15 +54,8 @@ NOT_LOOKED = object()
         ),
         # deleted on the server: put it back
         (LOCAL, PUSHED, None, False, False, Upload(PATH, TARGET, LOCAL)),
-        # never pushed, but the server has an identical-looking copy: leave it
-        (
-            LOCAL,
-            None,
-            SAME_REMOTE,
-            False,
-            False,
-            Skip(PATH, "already on the server (same size and mtime)", TARGET),
-        ),
+        # never pushed, the server has an identical-looking copy: overwrite, then it is known
+        (LOCAL, None, SAME_REMOTE, False, False, Upload(PATH, TARGET, LOCAL)),
         # never pushed, server copy differs: overwrite (first sync, as scp did)
         (LOCAL, None, HOTFIXED_REMOTE, False, False, Upload(PATH, TARGET, LOCAL)),
         # deleted locally, delete off: reported, kept
