@@ -109,15 +109,28 @@ class _Wire:
         return bool(self._waiting)
 
     def flush(self) -> None:
+        """Send everything queued in pieces that each fill one SSH packet exactly.
+
+        paramiko puts at most ``out_max_packet_size - 64`` bytes in a packet: pieces of that size
+        leave no runt packet behind each piece, and ``sendall`` never sees a multi-MiB buffer.
+        """
         if not self._outbox:
             return
-        data = memoryview(b"".join(self._outbox))
-        self._outbox.clear()
         channel = self.sftp.get_channel()
-        assert channel is not None
-        with self._link():
-            for start in range(0, len(data), PIECE):
-                channel.sendall(bytes(data[start : start + PIECE]))
+        size = getattr(channel, "out_max_packet_size", 0) - 64
+        piece = size if size >= 1024 else PIECE
+        pending = bytearray()
+        try:
+            with self._link():
+                for packet in self._outbox:
+                    pending += packet
+                    while len(pending) >= piece:
+                        channel.sendall(bytes(pending[:piece]))  # type: ignore[union-attr]
+                        del pending[:piece]
+                if pending:
+                    channel.sendall(bytes(pending))  # type: ignore[union-attr]
+        finally:
+            self._outbox.clear()
 
     def _async_response(self, kind: int, msg: Message, num: int) -> None:
         """Called by ``SFTPClient._read_response`` for the requests registered to us."""
