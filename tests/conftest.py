@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers import wait_until
+from opswatch.daemon import Daemon
 from opswatch.localserver import LocalSshd
 
 WriteConfig = Callable[..., Path]
@@ -270,3 +273,47 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+# -- the daemon on a thread of the test process -------------------------------------------------
+
+StartDaemon = Callable[..., "Daemon"]
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[StartDaemon]:
+    """`start_daemon(config_path, *, presync=False, settle=True) -> Daemon`: the real daemon as
+    `opswatch run` builds it (engine thread, watcher, SshRemote), stopped after the test.
+
+    `presync` runs a one-shot `opswatch sync` first, so that the start finds nothing to send;
+    `settle` waits until the first reconcile is done and the daemon is watching.
+    """
+    from opswatch.config import load_config
+    from opswatch.model import State
+    from opswatch.oneshot import run_sync
+    from opswatch.paths import state_paths
+    from opswatch.runner import build_daemon
+
+    running: list[tuple[Daemon, threading.Thread]] = []
+
+    def start(config_path: Path, *, presync: bool = False, settle: bool = True) -> Daemon:
+        config = load_config(config_path)
+        paths = state_paths(config.source)
+        if presync:
+            assert run_sync(config, paths, dry_run=False, force=False, as_json=True) == 0
+        daemon = build_daemon(config, paths)
+        thread = threading.Thread(target=daemon.run, name="engine", daemon=True)
+        thread.start()
+        running.append((daemon, thread))
+        if settle:
+            wait_until(
+                lambda: daemon.status().state is State.WATCHING and daemon.status().last_sync,
+                message="the daemon's first reconcile",
+            )
+        return daemon
+
+    yield start
+    for daemon, thread in running:
+        daemon.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the engine did not stop"

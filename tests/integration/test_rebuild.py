@@ -18,19 +18,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from conftest import StartDaemon
 from helpers import wait_until
 from opswatch.cli import cli
 from opswatch.config import load_config
 from opswatch.daemon import Daemon
 from opswatch.health import check_health
 from opswatch.localserver import LocalSshd
-from opswatch.model import State
-from opswatch.oneshot import run_sync
-from opswatch.paths import state_paths
 from opswatch.rebuild import RebuildHook
 from opswatch.rebuild_cli import run_rebuild
 from opswatch.remote import SshRemote
-from opswatch.runner import build_daemon
 from opswatch.sshconf import resolve_endpoint
 
 GATEWAY = "coda-mcp-gateway"
@@ -82,32 +79,14 @@ def rebuild_table(**overrides: Any) -> dict[str, Any]:
     return {"mode": "auto", "compose_dir": "ops", "compose_file": COMPOSE, **overrides}
 
 
-StartDaemon = Callable[..., Daemon]
-
-
 @pytest.fixture
-def start_daemon() -> Iterator[StartDaemon]:
-    """The real daemon (`build_daemon`, as `opswatch run` builds it), after a one-shot sync, so
-    that its start finds nothing to send and rebuild."""
-    running: list[tuple[Daemon, threading.Thread]] = []
+def start_synced(start_daemon: StartDaemon) -> StartDaemon:
+    """The real daemon after a one-shot sync: its start finds nothing to send or rebuild."""
 
     def start(config_path: Path, *, presync: bool = True) -> Daemon:
-        config = load_config(config_path)
-        paths = state_paths(config.source)
-        if presync:
-            assert run_sync(config, paths, dry_run=False, force=False, as_json=True) == 0
-        daemon = build_daemon(config, paths)
-        thread = threading.Thread(target=daemon.run, name="engine", daemon=True)
-        thread.start()
-        running.append((daemon, thread))
-        wait_until(lambda: daemon.status().state is State.WATCHING and daemon.status().last_sync)
-        return daemon
+        return start_daemon(config_path, presync=presync)
 
-    yield start
-    for daemon, thread in running:
-        daemon.stop()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the engine did not stop"
+    return start
 
 
 def rebuild_hook(daemon: Daemon) -> RebuildHook:
@@ -168,7 +147,7 @@ def test_a_dockerfile_edit_builds_then_ups_that_service_once_after_it_landed(
     sshd_server: LocalSshd,
     remote_root: Path,
     write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    start_synced: StartDaemon,
     docker: DockerStub,
     health_server: Callable[..., str],
 ) -> None:
@@ -181,7 +160,7 @@ def test_a_dockerfile_edit_builds_then_ups_that_service_once_after_it_landed(
         rebuild=rebuild_table(service=[service], health_timeout_s=30),
     )
     docker.install(watch=remote_root / DOCKERFILE)
-    daemon = start_daemon(config)
+    daemon = start_synced(config)
     (repo / DOCKERFILE).write_text((repo / DOCKERFILE).read_text() + "# edit 1\n")
     wait_until(lambda: daemon.status().rebuilds, 30)
     wait_until(lambda: rebuild_hook(daemon).worker.idle)
@@ -203,12 +182,12 @@ def test_a_compose_edit_checks_then_applies(
     sshd_server: LocalSshd,
     remote_root: Path,
     write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
     config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
     docker.install(watch=remote_root / "ops/docker-compose.production.yml")
-    daemon = start_daemon(config)
+    daemon = start_synced(config)
     (repo / COMPOSE).write_text((repo / COMPOSE).read_text() + "# edit 2\n")
     wait_until(lambda: daemon.status().rebuilds, 30)
     assert [(c.args, c.seen) for c in docker.calls()] == [
@@ -224,12 +203,12 @@ def test_a_runbook_edit_or_an_injection_name_runs_nothing(
     sshd_server: LocalSshd,
     remote_root: Path,
     write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
     config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
     docker.install()
-    daemon = start_daemon(config)
+    daemon = start_synced(config)
     (repo / "docs/ops/runbooks/deploy.md").write_text("# Deploy\n\nchanged\n")
     wait_until(settled(daemon, 1))
     injection = "Dockerfile.$(touch injected)"
@@ -247,12 +226,12 @@ def test_the_first_copy_rebuilds_nothing_the_next_edit_does(
     sshd_server: LocalSshd,
     remote_root: Path,
     write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
     config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
     docker.install()
-    daemon = start_daemon(config, presync=False)
+    daemon = start_synced(config, presync=False)
     wait_until(settled(daemon, 5))
     assert (remote_root / DOCKERFILE).is_file() and docker.calls() == []
     (repo / "docs/ops/Dockerfile.demo").write_text("FROM scratch\n")
@@ -265,12 +244,12 @@ def test_mode_off_runs_nothing(
     sshd_server: LocalSshd,
     remote_root: Path,
     write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
     config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table(mode="off"))
     docker.install()
-    daemon = start_daemon(config)
+    daemon = start_synced(config)
     assert not any(isinstance(h, RebuildHook) for h in daemon.after_batch)
     (repo / DOCKERFILE).write_text("FROM scratch\n# off\n")
     wait_until(lambda: daemon.status().uploaded >= 1)
@@ -283,12 +262,12 @@ def test_a_failing_build_is_reported_and_skips_up(
     sshd_server: LocalSshd,
     remote_root: Path,
     write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
     config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
     docker.install(then='echo "step 3/5: npm ci: no such package" >&2; exit 1')
-    daemon = start_daemon(config)
+    daemon = start_synced(config)
     (repo / DOCKERFILE).write_text("FROM scratch\n# broken\n")
     wait_until(lambda: daemon.status().rebuilds, 30)
     (result,) = daemon.status().rebuilds

@@ -5,46 +5,32 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from conftest import StartDaemon, WriteConfig
 from helpers import wait_until
-from opswatch.config import load_config
-from opswatch.daemon import Daemon
 from opswatch.localserver import LocalSshd
 from opswatch.model import State
-from opswatch.paths import state_paths
-from opswatch.runner import build_daemon
 
-StartDaemon = Callable[[Path], Daemon]
+
+@dataclass(frozen=True)
+class Setup:
+    repo: Path
+    remote_root: Path
+    config: Path
 
 
 @pytest.fixture
-def start_daemon() -> Iterator[StartDaemon]:
-    """Run the real daemon (engine thread + watcher + SshRemote) for a config; stop it after."""
-    running: list[tuple[Daemon, threading.Thread]] = []
-
-    def start(config_path: Path, *, settle: bool = True) -> Daemon:
-        config = load_config(config_path)
-        daemon = build_daemon(config, state_paths(config.source))
-        thread = threading.Thread(target=daemon.run, name="engine", daemon=True)
-        thread.start()
-        running.append((daemon, thread))
-        if settle:
-            wait_until(
-                lambda: daemon.status().state is State.WATCHING and daemon.status().last_sync
-            )
-        return daemon
-
-    yield start
-    for daemon, thread in running:
-        daemon.stop()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "the engine did not stop"
+def seeded(
+    repo: Path, sshd_server: LocalSshd, remote_root: Path, write_config: WriteConfig
+) -> Setup:
+    """The seed repository with a config pointing at the shared sshd."""
+    return Setup(repo, remote_root, write_config(repo, sshd_server, remote_root))
 
 
 def remote_tree(root: Path) -> dict[str, bytes]:
@@ -67,13 +53,10 @@ SEED_TARGETS = {
 
 
 def test_start_reconciles_the_seed_layout_and_never_sends_secrets(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    seeded: Setup, start_daemon: StartDaemon
 ) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     tree = remote_tree(remote_root)
     assert set(tree) == set(SEED_TARGETS.values())
     for local, remote in SEED_TARGETS.items():
@@ -86,13 +69,10 @@ def test_start_reconciles_the_seed_layout_and_never_sends_secrets(
 
 
 def test_an_edit_lands_with_content_mode_and_mtime(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    seeded: Setup, start_daemon: StartDaemon
 ) -> None:
-    daemon = start_daemon(write_config(repo, sshd_server, remote_root))
+    daemon = start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     local = repo / "docs/ops/Dockerfile.demo"
     remote = remote_root / "docs/ops/Dockerfile.demo"
     started = time.monotonic()
@@ -106,13 +86,10 @@ def test_an_edit_lands_with_content_mode_and_mtime(
 
 
 def test_secrets_written_while_watching_never_leave(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    seeded: Setup, start_daemon: StartDaemon
 ) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     (repo / "docs/ops/runbooks/.env").write_text("TOKEN=hunter2\n")
     (repo / "docs/ops/runbooks/data").mkdir()
     (repo / "docs/ops/runbooks/data/dump.sql").write_text("hunter2\n")
@@ -122,27 +99,17 @@ def test_secrets_written_while_watching_never_leave(
     assert not any(b"hunter2" in c for c in remote_tree(remote_root).values())
 
 
-def test_names_with_spaces_and_unicode(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
-) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+def test_names_with_spaces_and_unicode(seeded: Setup, start_daemon: StartDaemon) -> None:
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     name = "docs/ops/runbooks/Ünïcødé runbook — 2026 (draft) 🚀.md"
     (repo / name).write_text("déploiement\n")
     wait_until(lands(remote_root / name, "déploiement\n".encode()))
 
 
-def test_a_20_mib_file_arrives_whole(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
-) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+def test_a_20_mib_file_arrives_whole(seeded: Setup, start_daemon: StartDaemon) -> None:
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     content = os.urandom(20 * 1024 * 1024)
     (repo / "docs/ops/runbooks/big.bin").write_bytes(content)
     wait_until(lands(remote_root / "docs/ops/runbooks/big.bin", content), timeout=60)
@@ -155,13 +122,10 @@ def no_temp_names(root: Path) -> bool:
 
 
 def test_vim_style_save_ends_with_the_final_content_and_no_temp_names(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    seeded: Setup, start_daemon: StartDaemon
 ) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     folder = repo / "docs/ops/runbooks"
     target = folder / "deploy.md"
     # vim with backupcopy=no: probe file, swap file, rename to backup, write anew, drop backup
@@ -177,13 +141,10 @@ def test_vim_style_save_ends_with_the_final_content_and_no_temp_names(
 
 
 def test_jetbrains_safe_write_ends_with_the_final_content(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
+    seeded: Setup, start_daemon: StartDaemon
 ) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     folder = repo / "docs/ops"
     target = folder / "Dockerfile.demo"
     (folder / "Dockerfile.demo___jb_tmp___").write_text("FROM jetbrains\n")
@@ -218,14 +179,9 @@ def test_rename_and_delete_follow_sync_delete(
     assert (runbooks / "server-only.md").read_text() == "mine\n"
 
 
-def test_a_new_folder_with_files_is_picked_up(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
-    start_daemon: StartDaemon,
-) -> None:
-    start_daemon(write_config(repo, sshd_server, remote_root))
+def test_a_new_folder_with_files_is_picked_up(seeded: Setup, start_daemon: StartDaemon) -> None:
+    start_daemon(seeded.config)
+    repo, remote_root = seeded.repo, seeded.remote_root
     staging = repo / "staging"
     (staging / "incidents").mkdir(parents=True)
     (staging / "incidents/2026-11.md").write_text("postmortem\n")
