@@ -210,6 +210,7 @@ class Daemon:
             full = self.config.local_root / change.path
             lines = read_ignore_file(full) if full.exists() else None
             self.router.set_ignore_file(folder, lines)
+            self._needs_reconcile = True  # files it no longer ignores must go now
             return
         decision = self.router.decide(change.path)
         if decision.verdict is Verdict.REFUSED:
