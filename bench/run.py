@@ -136,11 +136,12 @@ def prepare(tool: Tool) -> None:
     for workload in WORKLOADS:
         write(workload_files(tool.local, workload), data[workload])
         if not tool.watches:
-            for path in workload_files(tool.local, workload):  # the server has the folders
-                (tool.remote / path.relative_to(tool.local)).parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-            tool.push(workload, workload_files(tool.local, workload))
+            # The server already holds the previous version: put it there directly (the
+            # remote tree is on this machine), rather than 500 handshakes of scp per file.
+            for path in workload_files(tool.local, workload):
+                target = tool.remote / path.relative_to(tool.local)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
     tool.start()
     for workload in WORKLOADS:
         files = workload_files(tool.local, workload)

@@ -2,24 +2,18 @@
 
 Why: on a burst the cost is round trips and per-file requests (open, write, setstat, close,
 rename), not bandwidth. paramiko's ``put()`` waits for every reply, so 500 small files cost
-2 500 round trips. Here one thread keeps up to ``WINDOW`` files in flight: it sends every request
-that is ready without waiting, batches them into one channel write, and only then reads replies.
-
-How, and why it is safe to use paramiko's internals: ``SFTPClient`` numbers requests and routes
-each reply to the object registered for its number (``_expecting``, a weak dict, read by
-``_read_response``). ``_Wire.send`` registers requests exactly as ``SFTPClient._async_request``
-does (under ``_lock``, same numbering), but appends the framed packet to an outbox instead of
-writing it, so everything ready leaves in one ``sendall`` in packet-sized pieces (``sendall`` on
-a multi-MiB buffer is slow in paramiko). Replies arrive through ``_read_response``, which hands
-them to ``_Wire`` (it has the ``_async_response`` method SFTPFile has). Handles are the opaque
-strings of CMD_HANDLE replies. SFTPClient is not thread-safe and is not shared: this runs on
-the engine thread that owns it, between its own calls.
+2 500 round trips. Here one thread keeps up to ``WINDOW`` files in flight: every request that
+is ready goes out without waiting (``sftpwire`` batches them into one channel write), and each
+reply moves its file on. Handles are the opaque strings of CMD_HANDLE replies.
 
 Each file keeps the guarantees of ``SshRemote.upload``: a temp name in the target folder; its
 writes, then mode and mtime (FSETSTAT on the same handle, which the server applies in order),
 then close; only when every one of those replies said OK is ``posix-rename@openssh.com`` sent,
-so a failure never leaves a partial target and the temp is removed. A per-file failure becomes
-that file's ``RemoteFileError``; a broken link raises ``ConnectError`` for the whole batch.
+so a failure never leaves a partial target and the temp is removed. Missing folders are made
+first (parents first) and remembered per connection. A per-file failure becomes that file's
+``RemoteFileError`` and the others go on; a broken link raises ``ConnectError`` for the batch.
+Content holding a private key block is refused before its first byte is sent (or, in a later
+chunk, before the rename), and the sha256 is of the bytes actually sent.
 """
 
 from __future__ import annotations
@@ -28,16 +22,13 @@ import enum
 import hashlib
 import posixpath
 import stat
-import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import IO
 
 import paramiko
 from paramiko.message import Message
 from paramiko.sftp import (
-    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
     CMD_FSETSTAT,
@@ -45,173 +36,21 @@ from paramiko.sftp import (
     CMD_MKDIR,
     CMD_OPEN,
     CMD_REMOVE,
-    CMD_STAT,
-    CMD_STATUS,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
-    SFTP_NO_SUCH_FILE,
-    SFTP_OK,
-    SFTP_PERMISSION_DENIED,
-    SFTPError,
     int64,
 )
 
-from opswatch.errors import ConnectError, RemoteFileError
+from opswatch.errors import RemoteFileError
 from opswatch.model import RemoteFile
 from opswatch.remote import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
+from opswatch.sftpwire import Arg, OnReply, Wire, stat_each, status_error
 
 WINDOW = 64  # files in flight
 WRITES_PER_FILE = 8  # 255 KiB writes in flight per big file
 MAX_INFLIGHT_BYTES = 16 * 1024 * 1024  # of write payload, over all files
-PIECE = 32 * 1024  # one channel write: about one SSH packet
-SFTP_FAILURE = 4
-OnReply = Callable[[int, Message], None]
-Arg = int | bytes | str | paramiko.SFTPAttributes
-
-
-class _Wire:
-    """Requests out in batches, replies in by number; every link failure → ``ConnectError``."""
-
-    def __init__(self, sftp: paramiko.SFTPClient, where: str) -> None:
-        self.sftp = sftp
-        self.where = where
-        self._outbox: list[bytes] = []
-        self._waiting: dict[int, OnReply] = {}
-        self._arrived: deque[tuple[int, int, Message]] = deque()
-
-    def send(self, kind: int, on_reply: OnReply, *args: Arg) -> int:
-        """Queue one request; mirrors ``SFTPClient._async_request`` except for the write."""
-        msg = Message()
-        sftp = self.sftp
-        with sftp._lock:  # type: ignore[attr-defined]
-            num: int = sftp.request_number
-            msg.add_int(num)
-            for item in args:
-                if isinstance(item, int64):
-                    msg.add_int64(item)
-                elif isinstance(item, int):
-                    msg.add_int(item)
-                elif isinstance(item, paramiko.SFTPAttributes):
-                    item._pack(msg)  # type: ignore[attr-defined]
-                else:
-                    msg.add_string(item)
-            sftp._expecting[num] = self  # type: ignore[attr-defined]
-            sftp.request_number = num + 1
-        body = msg.asbytes()
-        self._outbox.append(struct.pack(">IB", len(body) + 1, kind) + body)
-        self._waiting[num] = on_reply
-        return num
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting)
-
-    def flush(self) -> None:
-        """Send everything queued in pieces that each fill one SSH packet exactly.
-
-        paramiko puts at most ``out_max_packet_size - 64`` bytes in a packet: pieces of that size
-        leave no runt packet behind each piece, and ``sendall`` never sees a multi-MiB buffer.
-        """
-        if not self._outbox:
-            return
-        channel = self.sftp.get_channel()
-        size = getattr(channel, "out_max_packet_size", 0) - 64
-        piece = size if size >= 1024 else PIECE
-        pending = bytearray()
-        try:
-            with self._link():
-                for packet in self._outbox:
-                    pending += packet
-                    while len(pending) >= piece:
-                        channel.sendall(bytes(pending[:piece]))  # type: ignore[union-attr]
-                        del pending[:piece]
-                if pending:
-                    channel.sendall(bytes(pending))  # type: ignore[union-attr]
-        finally:
-            self._outbox.clear()
-
-    def _async_response(self, kind: int, msg: Message, num: int) -> None:
-        """Called by ``SFTPClient._read_response`` for the requests registered to us."""
-        self._arrived.append((num, kind, msg))
-
-    def pump(self) -> None:
-        """Send what is queued, wait for at least one reply, handle every reply already here."""
-        self.flush()
-        channel = self.sftp.get_channel()
-        assert channel is not None
-        with self._link():
-            self.sftp._read_response()  # type: ignore[attr-defined]
-            while channel.recv_ready() and self._waiting:
-                self.sftp._read_response()  # type: ignore[attr-defined]
-        while self._arrived:
-            num, kind, msg = self._arrived.popleft()
-            on_reply = self._waiting.pop(num, None)
-            if on_reply is not None:
-                on_reply(kind, msg)
-
-    def drain(self) -> None:
-        while self._waiting:
-            self.pump()
-
-    @contextmanager
-    def _link(self) -> Iterator[None]:
-        try:
-            yield
-        except (OSError, EOFError, paramiko.SSHException, SFTPError) as exc:
-            raise ConnectError(f"connection to {self.where} lost: {exc}") from exc
-
-
-def status_error(kind: int, msg: Message, path: str) -> RemoteFileError | None:
-    """None for an OK status; else the reply as the error of ``path``."""
-    if kind != CMD_STATUS:
-        return RemoteFileError(path, f"unexpected SFTP reply type {kind}")
-    code = msg.get_int()
-    text = msg.get_text()
-    if code == SFTP_OK:
-        return None
-    if code == SFTP_NO_SUCH_FILE:
-        return RemoteFileError(path, "no such file or folder")
-    if code == SFTP_PERMISSION_DENIED:
-        return RemoteFileError(path, "permission denied")
-    if code == SFTP_FAILURE:
-        return RemoteFileError(path, "the server refused the write (disk full or quota?)")
-    return RemoteFileError(path, text or f"SFTP error {code}")
-
-
-def stat_many(
-    sftp: paramiko.SFTPClient, paths: Sequence[str], where: str
-) -> dict[str, RemoteFile | None]:
-    """``stat`` of every path in one round trip; missing → None; any other error is raised."""
-    wire = _Wire(sftp, where)
-    found: dict[str, RemoteFile | None] = {}
-    errors: list[RemoteFileError] = []
-
-    def on_stat(path: str) -> OnReply:
-        def reply(kind: int, msg: Message) -> None:
-            if kind == CMD_ATTRS:
-                attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
-                found[path] = RemoteFile(
-                    size=attrs.st_size or 0,
-                    mtime_s=int(attrs.st_mtime or 0),
-                    mode=attrs.st_mode or 0,
-                )
-                return
-            error = status_error(kind, msg, path)
-            if error is not None and error.reason == "no such file or folder":
-                found[path] = None
-            elif error is not None:
-                errors.append(error)
-
-        return reply
-
-    for path in dict.fromkeys(paths):
-        wire.send(CMD_STAT, on_stat(path), path)
-    wire.drain()
-    if errors:
-        raise errors[0]
-    return found
 
 
 class _Stage(enum.Enum):
@@ -277,7 +116,7 @@ class PipelinedUploader:
     """Uploads a batch with up to ``WINDOW`` files in flight; see the module docstring."""
 
     def __init__(self, sftp: paramiko.SFTPClient, folders: set[str], where: str) -> None:
-        self.wire = _Wire(sftp, where)
+        self.wire = Wire(sftp, where)
         self.folders = folders  # remote folders known to exist on this connection (shared)
         self._inflight_bytes = 0
         self._touched: set[int] = set()  # files that got a reply since they were last advanced
@@ -324,12 +163,14 @@ class PipelinedUploader:
                 folder = posixpath.dirname(folder)
         if not unknown:
             return {}
-        found = stat_many(self.wire.sftp, sorted(unknown), self.wire.where)
+        found = stat_each(self.wire.sftp, sorted(unknown), self.wire.where)
         broken: dict[str, RemoteFileError] = {}
         missing = []
         for folder, info in found.items():
             if info is None:
                 missing.append(folder)
+            elif isinstance(info, RemoteFileError):
+                broken[folder] = info  # e.g. permission denied: its files fail, others go on
             elif stat.S_ISDIR(info.mode):
                 self.folders.add(folder)
             else:
@@ -359,8 +200,8 @@ class PipelinedUploader:
             self.wire.send(CMD_MKDIR, made, folder, _attrs(mode=0o755))
         self.wire.drain()
         if refused:  # made meanwhile by someone else is fine; anything else is not
-            for folder, info in stat_many(self.wire.sftp, refused, self.wire.where).items():
-                if info is not None and stat.S_ISDIR(info.mode):
+            for folder, info in stat_each(self.wire.sftp, refused, self.wire.where).items():
+                if isinstance(info, RemoteFile) and stat.S_ISDIR(info.mode):
                     self.folders.add(folder)
                 else:
                     broken[folder] = RemoteFileError(folder, "cannot create the folder")

@@ -460,8 +460,8 @@ class SshRemote:
     # -- files -----------------------------------------------------------------------------
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
-        """All in one round trip (``pipeline.stat_many``); missing → None."""
-        from opswatch.pipeline import stat_many
+        """All in one round trip (``sftpwire.stat_many``); missing → None."""
+        from opswatch.sftpwire import stat_many
 
         try:
             return stat_many(self.sftp, paths, self.endpoint.describe())
