@@ -55,13 +55,8 @@ def measure_idle(work: Path, sshd: LocalSshd, *, window_s: float, restarts: int)
     process = start_child(config, state, log)
     first_sync = wait_watching(process)
     landed = sum(1 for _ in (remote / "ops").rglob("*.yml"))
-    time.sleep(2.0)  # let the start settle (imports, the first probe timer)
-    before = cpu_seconds(process.pid)
-    started = time.monotonic()
-    time.sleep(window_s)
-    cpu = cpu_seconds(process.pid) - before
-    elapsed = time.monotonic() - started
-    rss = rss_mb(process.pid)
+    time.sleep(2.0)
+    rss_after_first_sync = rss_mb(process.pid)
     stop_child(process)
 
     restart_s = []
@@ -69,10 +64,23 @@ def measure_idle(work: Path, sshd: LocalSshd, *, window_s: float, restarts: int)
         process = start_child(config, state, log)
         restart_s.append(wait_watching(process))
         stop_child(process)
+
+    # The usual state: started with nothing changed since the last run, then left alone.
+    process = start_child(config, state, log)
+    restart_s.append(wait_watching(process))
+    time.sleep(2.0)  # let the start settle (the first probe timer, the announcing thread)
+    before = cpu_seconds(process.pid)
+    started = time.monotonic()
+    time.sleep(window_s)
+    cpu = cpu_seconds(process.pid) - before
+    elapsed = time.monotonic() - started
+    rss = rss_mb(process.pid)
+    stop_child(process)
     return {
         "files": files,
         "landed_on_first_start": landed,
         "first_start_s": first_sync,
+        "rss_after_first_sync_mb": rss_after_first_sync,
         "window_s": elapsed,
         "cpu_s_per_min": cpu / elapsed * 60,
         "rss_mb": rss,

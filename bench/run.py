@@ -238,9 +238,16 @@ def target_lines(
     ratio("big", "one scp", False, 0.6)
     if idle:
         lines.append(f"idle: {idle['cpu_s_per_min']:.3f} CPU-s/min (target ≤ 0.05)")
-        lines.append(f"idle: {idle['rss_mb']:.1f} MB resident (target ≤ 60)")
+        lines.append(
+            f"idle: {idle['rss_mb']:.1f} MB resident after a restart, "
+            f"{idle['rss_after_first_sync_mb']:.1f} MB after the first sync (target ≤ 60)"
+        )
         lines.append(
             f"restart → watching: {idle['restart_to_watching_median_s']:.2f} s (target ≤ 2)"
+        )
+        lines.append(
+            f"first start, {idle['landed_on_first_start']} files uploaded → watching: "
+            f"{idle['first_start_s']:.2f} s"
         )
     return lines
 
