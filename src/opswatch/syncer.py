@@ -178,14 +178,10 @@ class Syncer:
 
     def sweep_temp_files(self) -> list[str]:
         """Remove temp files a killed upload left in the folders opswatch writes to."""
-        sweep = getattr(self.remote, "sweep_temp_files", None)
-        if sweep is None:  # a stand-in remote of the state-machine tests
-            return []
         index = scan(self.config.local_root, self.router, self.folders)
         targets = [t for p in index.files for t in self.router.decide(p).targets]
         targets += list(self.manifest.all())
-        removed: list[str] = sweep(remote_folders(targets))
-        return removed
+        return self.remote.sweep_temp_files(remote_folders(targets))
 
     def save_remote_copies(self, conflicts: Iterable[Conflict], folder: Path) -> list[Path]:
         """Copy each conflicting server file to ``folder/<time>/<remote path>`` before --force."""

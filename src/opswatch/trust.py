@@ -21,8 +21,9 @@ from opswatch.config import Config
 from opswatch.control import ControlClient
 from opswatch.errors import NotRunningError, OpswatchError
 from opswatch.paths import StatePaths
-from opswatch.remote import HostKey, SshRemote
+from opswatch.remote import SshRemote
 from opswatch.sshconf import resolve_endpoint
+from opswatch.sshlink import HostKey
 
 HASH_MAGIC = "|1|"
 
