@@ -53,7 +53,7 @@ def measure_idle(work: Path, sshd: LocalSshd, *, window_s: float, restarts: int)
     log = work / "idle-opswatch.log"
 
     process = start_child(config, state, log)
-    first_sync = wait_watching(process)
+    first_sync = wait_watching(process, config, state)
     landed = sum(1 for _ in (remote / "ops").rglob("*.yml"))
     time.sleep(2.0)
     rss_after_first_sync = rss_mb(process.pid)
@@ -62,12 +62,12 @@ def measure_idle(work: Path, sshd: LocalSshd, *, window_s: float, restarts: int)
     restart_s = []
     for _ in range(restarts):
         process = start_child(config, state, log)
-        restart_s.append(wait_watching(process))
+        restart_s.append(wait_watching(process, config, state))
         stop_child(process)
 
     # The usual state: started with nothing changed since the last run, then left alone.
     process = start_child(config, state, log)
-    restart_s.append(wait_watching(process))
+    restart_s.append(wait_watching(process, config, state))
     time.sleep(2.0)  # let the start settle (the first probe timer, the announcing thread)
     before = cpu_seconds(process.pid)
     started = time.monotonic()

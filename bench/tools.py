@@ -16,7 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from opswatch.control import ControlClient
+from opswatch.errors import OpswatchError
 from opswatch.localserver import LocalSshd
+from opswatch.paths import StatePaths, config_key
 
 BENCH = Path(__file__).resolve().parent
 SRC = BENCH.parent / "src"
@@ -134,7 +137,7 @@ sync {{
 
 
 class Opswatch(Tool):
-    """The opswatch daemon (``bench/child.py``: ``opswatch run``'s engine) watching ``ops/``."""
+    """``opswatch run`` watching ``ops/``."""
 
     name = "opswatch"
     watches = True
@@ -153,7 +156,7 @@ class Opswatch(Tool):
     def start(self) -> None:
         self.write_config()
         self.process = start_child(self.config, self.state, self.log)
-        wait_watching(self.process)
+        wait_watching(self.process, self.config, self.state)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -190,29 +193,47 @@ to = "ops"
 
 
 def start_child(config: Path, state: Path, log: Path) -> subprocess.Popen[str]:
+    """``opswatch run`` itself, in its own process, with its own state folder."""
     env = {**os.environ, "OPSWATCH_STATE_DIR": str(state)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     with open(log, "a") as stderr:
         return subprocess.Popen(
-            [sys.executable, str(BENCH / "child.py"), str(config)],
-            stdout=subprocess.PIPE,
+            [sys.executable, "-m", "opswatch", "-c", str(config), "--log-level", "warning", "run"],
+            stdout=subprocess.DEVNULL,
             stderr=stderr,
             text=True,
             env=env,
         )
 
 
-def wait_watching(process: subprocess.Popen[str], timeout: float = 300.0) -> float:
-    """Seconds until the child says ``watching``."""
+def wait_watching(
+    process: subprocess.Popen[str], config: Path, state: Path, timeout: float = 300.0
+) -> float:
+    """Seconds until the daemon's own status says: connected, reconciled, watching.
+
+    Asked over its control socket every 5 ms, the way ``opswatch status`` asks, without the
+    cost of starting a CLI process per look.
+    """
     started = time.perf_counter()
-    assert process.stdout is not None
-    line = process.stdout.readline()  # the child prints exactly this one line
-    if line.strip() != "watching":
-        raise RuntimeError(f"the opswatch daemon exited before watching (code {process.poll()})")
-    elapsed = time.perf_counter() - started
-    if elapsed > timeout:
-        raise RuntimeError("the opswatch daemon took too long to start")
-    return elapsed
+    paths = StatePaths(state=state / config_key(config), runtime=state / config_key(config))
+    client = ControlClient(paths, config)
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the opswatch daemon exited before watching (code {process.returncode})"
+            )
+        try:
+            status = client.request("status", timeout=5.0)
+        except OpswatchError:
+            status = {}
+        if (
+            status.get("state") == "watching"
+            and status.get("connected")
+            and status.get("last_sync")
+        ):
+            return time.perf_counter() - started
+        time.sleep(0.005)
+    raise RuntimeError("the opswatch daemon took too long to start")
 
 
 def stop_child(process: subprocess.Popen[str]) -> None:

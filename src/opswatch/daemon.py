@@ -29,6 +29,7 @@ from opswatch.gitstate import HeadWatch
 from opswatch.manifest import Manifest
 from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status
 from opswatch.paths import StatePaths
+from opswatch.platform import release_free_memory
 from opswatch.progress import progress_bar
 from opswatch.remote import Remote
 from opswatch.rules import IGNORE_FILE, Router, Verdict
@@ -356,6 +357,7 @@ class Daemon:
         self._extra["reconciles"] = int(str(self._extra.get("reconciles", 0))) + 1
         self._extra["last_reconcile"] = iso(self.wall())
         self._after(report, "reconcile")
+        release_free_memory()  # a reconcile of a big tree leaves megabytes of freed heap
 
     def _sweep(self) -> None:
         removed = self.syncer.sweep_temp_files()
