@@ -26,10 +26,10 @@ from opswatch.config import Config
 from opswatch.debounce import Debouncer
 from opswatch.errors import ConnectError, OpswatchError, RemoteError
 from opswatch.gitstate import HeadWatch
+from opswatch.heap import release_free_memory
 from opswatch.manifest import Manifest
 from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status
 from opswatch.paths import StatePaths
-from opswatch.platform import release_free_memory
 from opswatch.progress import progress_bar
 from opswatch.remote import Remote
 from opswatch.rules import IGNORE_FILE, Router, Verdict

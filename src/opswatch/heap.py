@@ -1,4 +1,4 @@
-"""Small operating-system specifics that have no better home."""
+"""Giving freed heap back to the operating system after big one-off work."""
 
 from __future__ import annotations
 
