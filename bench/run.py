@@ -130,10 +130,10 @@ def ensure_peers() -> list[str]:
     return missing
 
 
-def prepare(tool: Tool) -> None:
+def prepare(tool: Tool, workloads: Sequence[str]) -> None:
     """Initial trees on both sides, then the watcher started and caught up."""
-    data = {w: contents(w, 1) for w in WORKLOADS}  # round 0 follows: a different size
-    for workload in WORKLOADS:
+    data = {w: contents(w, 1) for w in workloads}  # round 0 follows: a different size
+    for workload in workloads:
         write(workload_files(tool.local, workload), data[workload])
         if not tool.watches:
             # The server already holds the previous version: put it there directly (the
@@ -143,7 +143,7 @@ def prepare(tool: Tool) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
     tool.start()
-    for workload in WORKLOADS:
+    for workload in workloads:
         files = workload_files(tool.local, workload)
         targets = [tool.remote / p.relative_to(tool.local) for p in files]
         wait_match(list(zip(targets, data[workload], strict=True)), timeout=300)
@@ -152,6 +152,8 @@ def prepare(tool: Tool) -> None:
 def repeats_for(args: argparse.Namespace, workload: str, tool: Tool) -> int:
     if workload == "burst" and isinstance(tool, ScpPerFile):
         return 0 if args.quick else 1  # 500 ssh handshakes: minutes per repeat
+    if args.repeats:
+        return int(args.repeats)
     base = {"single": 9, "burst": 5, "big": 3}[workload]
     return max(1, base // 3) if args.quick else base
 
@@ -197,6 +199,8 @@ def table(medians: dict[str, dict[str, float]], names: list[str], quiet_s: float
     head = ["workload", *names, "opswatch − quiet period"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for workload, label in WORKLOADS.items():
+        if workload not in medians:
+            continue
         ours = medians[workload].get("opswatch")
         cells = [label]
         for name in names:
@@ -218,6 +222,8 @@ def target_lines(
     lines = []
 
     def ratio(workload: str, peer: str, minus_quiet: bool, limit: float) -> None:
+        if workload not in medians:
+            return  # not run (--only)
         ours = medians[workload].get("opswatch")
         theirs = medians[workload].get(peer)
         if ours is None or theirs is None:
@@ -227,7 +233,7 @@ def target_lines(
         verdict = "met" if value <= limit else "NOT met"
         lines.append(f"{workload} vs {peer}: {value:.3f}× (target ≤ {limit}×) {verdict}")
 
-    single = medians["single"].get("opswatch")
+    single = medians.get("single", {}).get("opswatch")
     if single is not None:
         extra = (single - quiet_s) * 1000
         lines.append(f"single: latency − quiet = {extra:.1f} ms (target ≤ 10 ms)")
@@ -258,8 +264,8 @@ def target_lines(
 def run_workloads(
     args: argparse.Namespace, tools: list[Tool], log: Callable[[str], None]
 ) -> dict[str, dict[str, list[float]]]:
-    samples: dict[str, dict[str, list[float]]] = {w: {t.name: [] for t in tools} for w in WORKLOADS}
-    for workload in WORKLOADS:
+    samples: dict[str, dict[str, list[float]]] = {w: {t.name: [] for t in tools} for w in args.only}
+    for workload in args.only:
         rounds = max(repeats_for(args, workload, t) for t in tools)
         for index in range(rounds):
             data = contents(workload, index)
@@ -281,7 +287,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle-s", type=float, help="idle window (default 60, quick 15)")
     parser.add_argument("--no-idle", action="store_true", help="skip the idle measurement")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(WORKLOADS),
+        metavar="WORKLOAD",
+        help="run only this workload (single, burst, big; may be repeated)",
+    )
+    parser.add_argument("--repeats", type=int, help="repeats per workload and tool")
+    parser.add_argument(
+        "--tools",
+        help="comma-separated contenders besides opswatch (e.g. 'rsync -e ssh,lsyncd')",
+    )
     args = parser.parse_args(argv)
+    args.only = [w for w in WORKLOADS if w in (args.only or WORKLOADS)]
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -294,12 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with LocalSshd(work / "sshd") as sshd:
             tools.append(Opswatch(work, sshd, quiet_ms=args.quiet_ms))
+            wanted = args.tools.split(",") if args.tools is not None else None
             for kind, command in PEERS:
-                if command not in missing:
+                if command not in missing and (wanted is None or kind.name in wanted):
                     tools.append(kind(work, sshd))
             for tool in tools:
                 log(f"preparing {tool.name}")
-                prepare(tool)
+                prepare(tool, args.only)
             samples = run_workloads(args, tools, log)
             for tool in tools:
                 tool.stop()
@@ -338,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "when": stamp,
                 "quick": args.quick,
+                "only": args.only,
                 "quiet_ms": args.quiet_ms,
                 "machine": info,
                 "samples_s": samples,
