@@ -100,13 +100,23 @@ def remote_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_sshd(tmp_path: Path) -> Iterator[MakeSshd]:
-    """Start a private sshd: `make_sshd(path_prepend=[...], extra_config=[...])`; stopped after."""
+    """Start a private sshd: `make_sshd(path_prepend=…, extra_config=…, sftp_command=…)`."""
     _require_sshd()
     servers: list[LocalSshd] = []
 
-    def make(*, path_prepend: Sequence[Path] = (), extra_config: Sequence[str] = ()) -> LocalSshd:
+    def make(
+        *,
+        path_prepend: Sequence[Path] = (),
+        extra_config: Sequence[str] = (),
+        sftp_command: str | None = None,
+    ) -> LocalSshd:
         workdir = tmp_path / f"sshd-{len(servers)}"
-        server = LocalSshd(workdir, path_prepend=path_prepend, extra_config=extra_config)
+        server = LocalSshd(
+            workdir,
+            path_prepend=path_prepend,
+            extra_config=extra_config,
+            sftp_command=sftp_command,
+        )
         servers.append(server)
         server.start()
         return server

@@ -79,6 +79,7 @@ class Daemon:
         watch: bool = True,
         probe_interval_s: float = PROBE_INTERVAL_S,
         probe_deadline_s: float = PROBE_DEADLINE_S,
+        failed_retry_s: float = FAILED_RETRY_S,
     ) -> None:
         self.config = config
         self.paths = paths
@@ -87,6 +88,7 @@ class Daemon:
         self.wall = wall
         self.probe_interval_s = probe_interval_s
         self.probe_deadline_s = probe_deadline_s
+        self.failed_retry_s = failed_retry_s  # a file or folder that failed is tried again after
         self.events: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.router = Router.from_config(
             config, read_ignore_files(config.local_root, config.watched_folders)
@@ -350,7 +352,7 @@ class Daemon:
                 log.warning("reconcile_failed", error=str(exc))
             self._error = str(exc)
             self._needs_reconcile = False
-            self._next_reconcile = now + FAILED_RETRY_S
+            self._next_reconcile = now + self.failed_retry_s
             return
         self._needs_reconcile = False
         self._next_reconcile = now + max(self.config.sync.reconcile_interval_s, 1)
@@ -420,7 +422,7 @@ class Daemon:
     def _batch_failed(self, batch: Batch, exc: RemoteError) -> None:
         for path in batch.paths:
             self.failed.setdefault(path, str(exc))
-        self._next_failed_retry = self.clock() + FAILED_RETRY_S
+        self._next_failed_retry = self.clock() + self.failed_retry_s
         if str(exc) != self._error:
             log.warning("batch_failed", files=len(batch), error=str(exc))
         self._error = str(exc)
@@ -438,7 +440,7 @@ class Daemon:
             self.debouncer.add(Change(path, ChangeKind.MODIFIED), now)
         if report.failed:
             self.failed.update(report.failed)
-            self._next_failed_retry = now + FAILED_RETRY_S
+            self._next_failed_retry = now + self.failed_retry_s
             first = next(iter(report.failed.items()))
             self._error = f"{first[0]}: {first[1]}"
         elif not self.failed:

@@ -28,6 +28,13 @@ from typing import IO, Self
 
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SSHD_CANDIDATES = (Path("/usr/sbin/sshd"), Path("/usr/local/sbin/sshd"))
+_SFTP_SERVER_CANDIDATES = (
+    Path("/usr/lib/openssh/sftp-server"),  # Debian, Ubuntu
+    Path("/usr/libexec/openssh/sftp-server"),  # Fedora, RHEL
+    Path("/usr/lib/ssh/sftp-server"),  # Arch
+    Path("/usr/libexec/sftp-server"),  # macOS, the BSDs
+    Path("/usr/local/libexec/sftp-server"),
+)
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
 _POLL_S = 0.01
@@ -45,6 +52,14 @@ def find_sshd() -> Path | None:
     for path in [*candidates, *_SSHD_CANDIDATES]:
         if path.is_file() and os.access(path, os.X_OK):
             return path.resolve()
+    return None
+
+
+def find_sftp_server() -> Path | None:
+    """OpenSSH's sftp-server binary: what a `sftp_command` wraps (internal-sftp cannot be)."""
+    for path in _SFTP_SERVER_CANDIDATES:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
     return None
 
 
@@ -111,6 +126,7 @@ class LocalSshd:
         port: int | None = None,
         path_prepend: Sequence[Path] = (),
         extra_config: Sequence[str] = (),
+        sftp_command: str | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +142,10 @@ class LocalSshd:
         self.log_path = self.workdir / "sshd.log"
         self._path_prepend = [Path(p).resolve() for p in path_prepend]
         self._extra_config = list(extra_config)
+        # The sftp subsystem: None is sshd's own internal-sftp; else a command line that sshd
+        # runs through the user's shell, e.g. a script around `find_sftp_server()` that injects
+        # server-side failures. Read at every start(), so a change takes effect on restart().
+        self.sftp_command = sftp_command
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._write_files()
@@ -187,7 +207,7 @@ class LocalSshd:
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
-            "Subsystem sftp internal-sftp",
+            f"Subsystem sftp {self.sftp_command or 'internal-sftp'}",
             "MaxStartups 256",
             "MaxSessions 256",
             "PrintMotd no",

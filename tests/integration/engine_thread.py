@@ -35,13 +35,17 @@ def trust_through(sshd: LocalSshd, port: int, known_hosts: Path) -> None:
 
 
 class EngineThread:
-    def __init__(self, config_path: Path, *, wall: Any = None) -> None:
+    def __init__(
+        self, config_path: Path, *, wall: Any = None, failed_retry_s: float | None = None
+    ) -> None:
         self.config = load_config(config_path)
         self.paths = state_paths(config_path).ensure()
         self.remote = SshRemote(
             resolve_endpoint(self.config.remote), timeout=TIMEOUT_S, stall_s=STALL_S
         )
-        extra = {"wall": wall} if wall is not None else {}
+        extra: dict[str, Any] = {"wall": wall} if wall is not None else {}
+        if failed_retry_s is not None:
+            extra["failed_retry_s"] = failed_retry_s
         self.daemon = Daemon(
             self.config,
             self.paths,
