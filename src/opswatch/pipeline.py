@@ -299,7 +299,7 @@ class PipelinedUploader:
 
     def _on_renamed(self, file: _File) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
-            file.fail(status_error(kind, msg, file.job.remote))
+            file.fail(status_error(kind, msg, file.job.remote, "rename"))
             if file.failed:
                 self._clean_up(file, close=False)
             else:

@@ -282,5 +282,6 @@ def _describe_sftp_error(exc: BaseException) -> str:
         return exc.strerror or str(exc)
     text = str(exc) or type(exc).__name__
     if text.lower() == "failure":
-        return "the server refused the write (disk full or quota?)"
+        # SSH2_FX_FAILURE carries no errno; none of the requests made through here is a write.
+        return "the server refused it without saying why"
     return text

@@ -41,6 +41,13 @@ PIECE = 32 * 1024  # one channel write when the channel does not say its packet 
 SFTP_FAILURE = 4
 OnReply = Callable[[int, Message], None]
 Arg = int | bytes | str | paramiko.SFTPAttributes
+# OpenSSH answers a bare SSH2_FX_FAILURE ("Failure") for every errno it has no code for: ENOSPC,
+# EDQUOT or EFBIG on a write, EISDIR or ENOTEMPTY on a rename onto a folder. The request that
+# failed is all that tells the likely causes apart.
+_FAILURE_CAUSES = {
+    "write": "the server refused the write (disk full or quota?)",
+    "rename": "the server could not put it in place (is there a folder of that name?)",
+}
 
 
 class Wire:
@@ -135,8 +142,10 @@ class Wire:
             raise ConnectError(f"connection to {self.where} lost: {exc}") from exc
 
 
-def status_error(kind: int, msg: Message, path: str) -> RemoteFileError | None:
-    """None for an OK status; else the reply as the error of ``path``."""
+def status_error(
+    kind: int, msg: Message, path: str, request: str = "write"
+) -> RemoteFileError | None:
+    """None for an OK status; else the reply to ``request`` as the error of ``path``."""
     if kind != CMD_STATUS:
         return RemoteFileError(path, f"unexpected SFTP reply type {kind}")
     code = msg.get_int()
@@ -148,7 +157,8 @@ def status_error(kind: int, msg: Message, path: str) -> RemoteFileError | None:
     if code == SFTP_PERMISSION_DENIED:
         return RemoteFileError(path, "permission denied")
     if code == SFTP_FAILURE:
-        return RemoteFileError(path, "the server refused the write (disk full or quota?)")
+        cause = _FAILURE_CAUSES.get(request, f"the server refused the {request}")
+        return RemoteFileError(path, cause)
     return RemoteFileError(path, text or f"SFTP error {code}")
 
 
@@ -169,7 +179,7 @@ def stat_each(
                     mode=attrs.st_mode or 0,
                 )
                 return
-            error = status_error(kind, msg, path)
+            error = status_error(kind, msg, path, "stat")
             missing = error is None or error.reason == "no such file or folder"
             found[path] = None if missing else error
 

@@ -231,3 +231,23 @@ def test_sync_reports_each_failing_file_on_one_line_and_sends_the_rest(
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("2 uploaded"), again.stdout
     assert (remote_root / RUNBOOKS / "locked/notes.md").read_text() == "not yet\n"
+
+
+def test_a_folder_where_a_file_goes_is_named_as_the_likely_cause(
+    sshd_server: LocalSshd, repo: Path, remote_root: Path, write_config: WriteConfig
+) -> None:
+    # Renaming onto a folder fails with a bare SSH2_FX_FAILURE, as a full disk does.
+    in_the_way = remote_root / RUNBOOKS / "deploy.md"
+    (in_the_way / "kept.md").parent.mkdir(parents=True)
+    (in_the_way / "kept.md").write_text("someone's folder\n")
+    good = write_files(repo, 3, 300, "fine")
+    config = write_config(repo, sshd_server, remote_root)
+    done = opswatch(config, "sync")
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(f"error: {RUNBOOKS}/deploy.md: ")
+    assert "is there a folder of that name?" in errors[0]
+    assert landed(remote_root, good)
+    assert (in_the_way / "kept.md").read_text() == "someone's folder\n"
+    assert temp_files(remote_root) == []
