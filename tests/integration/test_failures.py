@@ -65,10 +65,12 @@ class FailingServer:
     def give_room(self) -> int:
         """Lift the file-size limit of the running sftp-servers; returns how many there were."""
         lifted = 0
-        for line in self.pids.read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                _soft, hard = resource.prlimit(int(line), resource.RLIMIT_FSIZE)
-                resource.prlimit(int(line), resource.RLIMIT_FSIZE, (hard, hard))
+        for pid in map(int, self.pids.read_text().split()):
+            with contextlib.suppress(OSError):  # gone, or its pid already someone else's
+                if Path(f"/proc/{pid}/comm").read_text().strip() != "sftp-server":
+                    continue
+                _soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+                resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
                 lifted += 1
         return lifted
 
