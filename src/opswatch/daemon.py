@@ -549,6 +549,10 @@ class Daemon:
     # -- status ----------------------------------------------------------------------------
 
     def _pending_paths(self) -> tuple[str, ...]:
+        if not self.failed and self.held is None:
+            # The common case, and a burst's: status is published after every watcher event,
+            # so merging 500 paths each time would cost more than handling the events.
+            return self.debouncer.paths
         held = self.held.paths if self.held else ()
         return tuple(dict.fromkeys((*self.debouncer.paths, *self.failed, *held)))
 
@@ -594,4 +598,4 @@ class Daemon:
             extra=dict(self._extra),
         )
         with self._status_lock:
-            self._status = replace(status)
+            self._status = status
