@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS pushed (
 );
 CREATE INDEX IF NOT EXISTS pushed_local ON pushed (local);
 """
+LOOKUP_CHUNK = 500  # paths per query: below SQLite's oldest limit of 999 parameters
 
 
 class Manifest:
@@ -57,6 +58,18 @@ class Manifest:
     def for_local(self, local: str) -> list[Pushed]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM pushed WHERE local = ?", (local,)).fetchall()
+        return [Pushed(*row) for row in rows]
+
+    def for_locals(self, locals_: Iterable[str]) -> list[Pushed]:
+        """``for_local`` of many paths in a few queries (a batch's paths, not one query each)."""
+        wanted = list(dict.fromkeys(locals_))
+        rows = []
+        with self._lock:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT * FROM pushed WHERE local IN ({marks})"  # noqa: S608 - only marks
+                rows += self._db.execute(query, chunk).fetchall()
         return [Pushed(*row) for row in rows]
 
     def record(self, entries: Iterable[Pushed]) -> None:

@@ -74,11 +74,9 @@ class Syncer:
         """The files of a watched batch: only they are looked at, locally and remotely."""
         paths = list(dict.fromkeys(paths))
         local = {p: local_file(self.config.local_root, p, self.folders) for p in paths}
-        manifest: dict[str, Pushed] = {}
+        manifest = {entry.remote: entry for entry in self.manifest.for_locals(paths)}
         targets: list[str] = []
         for path in paths:
-            for entry in self.manifest.for_local(path):
-                manifest[entry.remote] = entry
             decision = self.router.decide(path)
             if decision.verdict is Verdict.ROUTED and local[path] is not None:
                 targets.extend(decision.targets)
