@@ -1,4 +1,4 @@
-"""Progress on long work: a rich bar on a terminal, a periodic log line otherwise."""
+"""Progress on long work: one redrawn line on a terminal, a periodic log line otherwise."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 import structlog
 
 log = structlog.get_logger("opswatch.progress")
 
 LOG_EVERY_S = 2.0
+DRAW_EVERY_S = 0.1  # a terminal redrawn more often only costs time
+BAR_WIDTH = 30
+CLEAR_LINE = "\r\x1b[K"
 
 
 @contextmanager
@@ -26,11 +30,8 @@ def progress_bar(
         yield lambda done, total: None
         return
     if not log_only and sys.stderr.isatty():
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda done, total: bar.update(task, completed=done, total=total)
+        with terminal_line(label, sys.stderr) as draw:
+            yield draw
         return
     last = [time.monotonic()]
 
@@ -41,3 +42,25 @@ def progress_bar(
             log.info("progress", task=label, done=done, total=total)
 
     yield advance
+
+
+@contextmanager
+def terminal_line(label: str, stream: TextIO) -> Iterator[Callable[[int, int], None]]:
+    """``label [#####.....] done/total``, redrawn in place and wiped when the work ends."""
+    last = [0.0]
+
+    def advance(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < DRAW_EVERY_S and done != total:
+            return
+        last[0] = now
+        filled = BAR_WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (BAR_WIDTH - filled)
+        stream.write(f"{CLEAR_LINE}{label} [{bar}] {done}/{total}")
+        stream.flush()
+
+    try:
+        yield advance
+    finally:
+        stream.write(CLEAR_LINE)
+        stream.flush()
