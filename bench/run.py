@@ -191,6 +191,20 @@ def machine() -> dict[str, str]:
     }
 
 
+def filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/mounts), e.g. "ext4"."""
+    best, kind = "", "?"
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in mounts:
+        fields = line.split()
+        if len(fields) > 2 and path.is_relative_to(fields[1]) and len(fields[1]) > len(best):
+            best, kind = fields[1], fields[2]
+    return kind
+
+
 def fmt(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -296,6 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, help="repeats per workload and tool")
     parser.add_argument(
+        "--work-dir",
+        help="where the trees (local and remote), the state and the sshd go "
+        "(default: the system's temp folder; see the README on the server's filesystem)",
+    )
+    parser.add_argument(
         "--tools",
         help="comma-separated contenders besides opswatch (e.g. 'rsync -e ssh,lsyncd')",
     )
@@ -308,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = ensure_peers()
     for name in missing:
         log(f"{name} is not installed: its columns are skipped")
-    work = Path(tempfile.mkdtemp(prefix="opswatch-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="opswatch-bench-", dir=args.work_dir))
     tools: list[Tool] = []
     try:
         with LocalSshd(work / "sshd") as sshd:
@@ -348,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in verdicts:
         log(line)
     info = machine()
+    info["work_fs"] = filesystem_of(Path(args.work_dir or tempfile.gettempdir()).resolve())
     log("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
@@ -359,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "when": stamp,
                 "quick": args.quick,
                 "only": args.only,
+                "work_dir": str(work.parent),
                 "quiet_ms": args.quiet_ms,
                 "machine": info,
                 "samples_s": samples,
