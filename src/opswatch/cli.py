@@ -55,6 +55,9 @@ def cli(ctx: click.Context, config_path: Path | None, log_format: str, log_level
 @expected_errors
 def run(app: App) -> None:
     """Run the daemon in the foreground (what systemd and launchd start)."""
+    from opswatch.deferred import defer_rarely_used
+
+    defer_rarely_used()  # before paramiko is imported: megabytes a long-lived process never uses
     from opswatch.runner import run_daemon
 
     sys.exit(run_daemon(app.config, app.paths))
