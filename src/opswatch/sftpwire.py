@@ -199,9 +199,9 @@ def status_error(
     if kind != CMD_STATUS:
         return RemoteFileError(path, f"unexpected SFTP reply type {kind}")
     code = msg.get_int()
-    text = msg.get_text()
     if code == SFTP_OK:
-        return None
+        return None  # 4 of a file's 5 replies: its message text is not worth decoding
+    text = msg.get_text()
     if code == SFTP_NO_SUCH_FILE:
         return RemoteFileError(path, "no such file or folder")
     if code == SFTP_PERMISSION_DENIED:
