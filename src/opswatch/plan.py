@@ -32,9 +32,10 @@ def plan(
     actions: list[Upload | Remove] = []
     skipped: list[Skip] = []
     conflicts: list[Conflict] = []
-    by_local: dict[str, list[Pushed]] = {}
+    by_local: dict[str, list[Pushed]] = {}  # only files gone locally need their records
     for entry in manifest.values():
-        by_local.setdefault(entry.local, []).append(entry)
+        if local.get(entry.local) is None:
+            by_local.setdefault(entry.local, []).append(entry)
     for path in dict.fromkeys(paths):
         found = local.get(path)
         decision = router.decide(path)

@@ -86,13 +86,20 @@ class Syncer:
         )
 
     def _list_remote(self, targets: list[str]) -> dict[str, RemoteFile | None]:
-        """One listing per remote folder instead of one stat per file."""
+        """One listing per remote folder instead of one stat per file.
+
+        Each listing is looked up and dropped before the next one: the full paths of every
+        remote file, all at once, would be megabytes of peak on a big tree.
+        """
+        by_folder: dict[str, list[str]] = {}
+        for target in targets:
+            by_folder.setdefault(posixpath.dirname(target) or "/", []).append(target)
         found: dict[str, RemoteFile | None] = {}
-        for folder in remote_folders(targets):
+        for folder in sorted(by_folder):
             listing = self.remote.list_folder(folder)
-            for name, info in listing.items():
-                found[posixpath.join(folder, name)] = info
-        return {t: found.get(t) for t in targets}
+            for target in by_folder[folder]:
+                found[target] = listing.get(posixpath.basename(target))
+        return found
 
     # -- execution -------------------------------------------------------------------------
 
