@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from opswatch.debounce import Debouncer
 from opswatch.errors import ConnectError, OpswatchError, RemoteError
 from opswatch.gitstate import HeadWatch
 from opswatch.heap import release_free_memory
+from opswatch.link import PROBE_DEADLINE_S, PROBE_INTERVAL_S, LinkKeeper
 from opswatch.manifest import Manifest
 from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status
 from opswatch.paths import StatePaths
@@ -39,14 +39,7 @@ from opswatch.watcher import EventsLost, FolderAppeared, FolderGone, Watcher
 
 log = structlog.get_logger("opswatch.daemon")
 
-BACKOFF_START_S = 1.0
-BACKOFF_CAP_S = 60.0
 FAILED_RETRY_S = 30.0
-PROBE_INTERVAL_S = 20.0
-PROBE_DEADLINE_S = 5.0
-# Monotonic time stops while the machine sleeps and wall time does not: a gap this large
-# between them since the last loop means we slept, and the old TCP connection is likely dead.
-WAKE_JUMP_S = 10.0
 
 
 @dataclass
@@ -86,8 +79,13 @@ class Daemon:
         self.remote = remote
         self.clock = clock
         self.wall = wall
-        self.probe_interval_s = probe_interval_s
-        self.probe_deadline_s = probe_deadline_s
+        self.link = LinkKeeper(
+            remote,
+            config.remote.host,
+            wall=wall,
+            probe_interval_s=probe_interval_s,
+            probe_deadline_s=probe_deadline_s,
+        )
         self.failed_retry_s = failed_retry_s  # a file or folder that failed is tried again after
         self.events: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.router = Router.from_config(
@@ -109,19 +107,13 @@ class Daemon:
         self.held: Batch | None = None
         self.paused_until: float | None = None  # wall clock; inf = until resumed
         self._state = State.OFFLINE
-        self._error: str | None = None
-        self._fatal = False
-        self._next_connect = 0.0
-        self._backoff = BACKOFF_START_S
-        self._next_probe = 0.0
+        self._error: str | None = None  # the last file-level failure; link.error is the link's
         self._next_reconcile = 0.0
         self._next_failed_retry = 0.0
         self._needs_reconcile = True
         self._swept = False  # stale temp files on the server: removed at each (re)connect
-        self._last_tick: tuple[float, float] | None = None  # (monotonic, wall) of the last loop
         self._counters = {"uploaded": 0, "removed": 0}
         self._last_sync: float | None = None
-        self._connected_since: float | None = None
         self._conflicts: tuple[str, ...] = ()
         self._extra: dict[str, object] = {}
         self._status_lock = threading.Lock()
@@ -184,7 +176,7 @@ class Daemon:
         if deadline is not None and not self._paused():
             candidates.append(deadline)
         if not self.remote.connected:
-            candidates.append(self._next_connect)
+            candidates.append(self.link.next_connect)
         elif not self._paused():
             # The reconcile after connecting must not wait a second for some event to arrive.
             candidates.append(now if self._needs_reconcile else self._next_reconcile)
@@ -234,71 +226,13 @@ class Daemon:
     # -- connection ------------------------------------------------------------------------
 
     def _maintain_connection(self) -> None:
-        now = self.clock()
-        self._check_wake(now)
-        if self.remote.connected:
-            if now >= self._next_probe:
-                self._probe(now)
-            return
-        if self._connected_since is not None:
-            self._connection_lost(now)
-        if now < self._next_connect:
-            return
-        try:
-            self.remote.connect()
-        except OpswatchError as exc:
-            self._connection_failed(exc, now)
-            return
-        self._connected(now)
-
-    def _connected(self, now: float) -> None:
-        self._backoff = BACKOFF_START_S
-        self._connected_since = self.wall()
-        self._error = None
-        self._fatal = False
-        self._next_probe = now + self.probe_interval_s
-        self._needs_reconcile = True
-        self._swept = False  # an upload the lost connection cut left its temp file behind
-
-    def _connection_lost(self, now: float) -> None:
-        """The transport died between operations (server restarted, network gone)."""
-        self._error = f"connection to {self.config.remote.host} lost"
-        log.warning("disconnected", error=self._error)
-        self._connected_since = None
-        self.remote.close()
-        self._next_connect = now  # once at once; then the backoff applies
-
-    def _check_wake(self, now: float) -> None:
-        wall = self.wall()
-        if self._last_tick is not None:
-            slept = (wall - self._last_tick[1]) - (now - self._last_tick[0])
-            if slept > WAKE_JUMP_S:
-                log.info("woke", slept_s=round(slept), action="reconnect")
-                if self.remote.connected:
-                    self._connection_lost(now)
-                self._next_connect = now
-                self._backoff = BACKOFF_START_S
-                self._needs_reconcile = True
-        self._last_tick = (now, wall)
-
-    def _connection_failed(self, exc: OpswatchError, now: float) -> None:
-        retryable = isinstance(exc, RemoteError) and exc.retryable
-        if str(exc) != self._error:
-            log.warning("disconnected" if retryable else "error", error=str(exc))
-        self._error = str(exc)
-        self._fatal = not retryable
-        self._connected_since = None
-        delay = self._backoff if retryable else BACKOFF_CAP_S
-        self._next_connect = now + delay * random.uniform(0.8, 1.2)  # noqa: S311 (jitter)
-        self._backoff = min(self._backoff * 2, BACKOFF_CAP_S)
-
-    def _probe(self, now: float) -> None:
-        try:
-            self.remote.probe(self.probe_deadline_s)
-        except OpswatchError as exc:
-            self._connection_failed(exc, now)
-            return
-        self._next_probe = now + self.probe_interval_s
+        connected, woke = self.link.maintain(self.clock())
+        if connected:
+            self._needs_reconcile = True
+            self._swept = False  # an upload the lost connection cut left its temp file behind
+            self._error = None
+        if woke:
+            self._needs_reconcile = True
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -344,7 +278,7 @@ class Daemon:
                 with progress_bar("reconcile", len(plan.actions), log_only=True) as advance:
                     report = self.syncer.execute(plan, progress=advance)
         except ConnectError as exc:
-            self._connection_failed(exc, now)
+            self.link.failed(exc, now)
             return
         except RemoteError as exc:
             # e.g. a rule's remote folder can't be listed: say so, try again at the next interval
@@ -383,7 +317,7 @@ class Daemon:
                 report = self.syncer.execute(plan)
         except ConnectError as exc:
             self._requeue(batch)
-            self._connection_failed(exc, self.clock())
+            self.link.failed(exc, self.clock())
             if flush:
                 raise
             return None
@@ -491,10 +425,10 @@ class Daemon:
         """Send everything pending now (held and failed files too); answer once it landed."""
         now = self.clock()
         if not self.remote.connected:
-            self._next_connect = now
+            self.link.retry_now(now)
             self._maintain_connection()
             if not self.remote.connected:
-                raise ConnectError(self._error or "not connected")
+                raise ConnectError(self.link.error or "not connected")
         changes = {c.path: c for c in (self.held.changes if self.held else ())}
         self.held = None
         self._extra.pop("held_reason", None)
@@ -515,9 +449,7 @@ class Daemon:
         return {"sent": len(report.uploaded) + len(report.removed), "failed": {}}
 
     def _request_reconnect(self) -> dict[str, Any]:
-        self.remote.close()
-        self._next_connect = self.clock()
-        self._backoff = BACKOFF_START_S
+        self.link.reconnect(self.clock())
         return {}
 
     def _request_rebuilt(self, service: str, ok: bool, at: str, detail: str) -> dict[str, Any]:
@@ -568,7 +500,7 @@ class Daemon:
     def _derive_state(self) -> State:
         if self._paused():
             return State.PAUSED
-        if self._fatal:
+        if self.link.fatal:
             return State.ERROR
         if not self.remote.connected:
             return State.OFFLINE
@@ -585,11 +517,11 @@ class Daemon:
             host=self.config.remote.host,
             pending_paths=self._pending_paths(),
             last_sync=iso(self._last_sync),
-            last_error=self._error,
+            last_error=self.link.error or self._error,
             paused_until=iso(paused),
             uploaded=self._counters["uploaded"],
             removed=self._counters["removed"],
-            connected_since=iso(self._connected_since),
+            connected_since=iso(self.link.connected_since),
             rebuilds=tuple(self.rebuilds.values()),
             conflicts=self._conflicts,
             held_paths=self.held.paths if self.held else (),
