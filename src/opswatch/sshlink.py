@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -298,7 +299,19 @@ class _Connector:
                 ) from exc
             if transport.is_authenticated():
                 return
-        hint = "" if tried else " (no key found: set remote.identity_file or start ssh-agent)"
+        hint = "" if tried else f" ({_no_key_hint()})"
         raise AuthError(
             f"{self.endpoint.describe()} refused every key offered ({tried} tried){hint}"
         )
+
+
+def _no_key_hint() -> str:
+    """Why no key was offered: most often a service that cannot see the login's ssh-agent."""
+    agent = os.environ.get("SSH_AUTH_SOCK")
+    if not agent:
+        return (
+            "no key found and SSH_AUTH_SOCK is not set: set remote.identity_file or pass the agent"
+        )
+    if not os.path.exists(agent):
+        return f"no key found; the ssh-agent socket SSH_AUTH_SOCK={agent} does not exist"
+    return f"no key found; the ssh-agent at {agent} holds no keys (ssh-add)"

@@ -264,3 +264,18 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert (
         result.stderr == 'error: opswatch.toml: sync.debounce_ms: expected an integer, got "fast"\n'
     )
+
+
+def test_no_usable_key_says_why_in_one_line(
+    repo: Path, sshd_server: LocalSshd, remote_root: Path, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-key"
+    config = write_config(repo, sshd_server, remote_root, remote={"identity_file": str(missing)})
+    result = subprocess.run(
+        ["opswatch", "-c", str(config), "sync"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("error: ")
+    assert "refused every key offered (0 tried)" in result.stderr
+    assert "SSH_AUTH_SOCK is not set" in result.stderr
+    assert remote_tree(remote_root) == {}
