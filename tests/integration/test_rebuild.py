@@ -75,6 +75,25 @@ def docker(remote_bin: Path, tmp_path: Path) -> Iterator[DockerStub]:
     stub.path.unlink(missing_ok=True)  # the session's sshd is shared
 
 
+@dataclass(frozen=True)
+class Seeded:
+    """The seed repository and a remote root on the shared sshd; ``write`` writes its config."""
+
+    repo: Path
+    remote_root: Path
+    write: Callable[..., Path]
+
+
+@pytest.fixture
+def seeded(
+    repo: Path, sshd_server: LocalSshd, remote_root: Path, write_config: Callable[..., Path]
+) -> Seeded:
+    def write(**overrides: Any) -> Path:
+        return write_config(repo, sshd_server, remote_root, **overrides)
+
+    return Seeded(repo, remote_root, write)
+
+
 def rebuild_table(**overrides: Any) -> dict[str, Any]:
     return {"mode": "auto", "compose_dir": "ops", "compose_file": COMPOSE, **overrides}
 
@@ -143,22 +162,15 @@ def health_server() -> Iterator[Callable[..., str]]:
 
 
 def test_a_dockerfile_edit_builds_then_ups_that_service_once_after_it_landed(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
     health_server: Callable[..., str],
 ) -> None:
+    repo, remote_root = seeded.repo, seeded.remote_root
     url = health_server([503, 200])
     service = {"name": GATEWAY, "health": url}
-    config = write_config(
-        repo,
-        sshd_server,
-        remote_root,
-        rebuild=rebuild_table(service=[service], health_timeout_s=30),
-    )
+    config = seeded.write(rebuild=rebuild_table(service=[service], health_timeout_s=30))
     docker.install(watch=remote_root / DOCKERFILE)
     daemon = start_synced(config)
     (repo / DOCKERFILE).write_text((repo / DOCKERFILE).read_text() + "# edit 1\n")
@@ -178,14 +190,12 @@ def test_a_dockerfile_edit_builds_then_ups_that_service_once_after_it_landed(
 
 
 def test_a_compose_edit_checks_then_applies(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
-    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
+    repo, remote_root = seeded.repo, seeded.remote_root
+    config = seeded.write(rebuild=rebuild_table())
     docker.install(watch=remote_root / "ops/docker-compose.production.yml")
     daemon = start_synced(config)
     (repo / COMPOSE).write_text((repo / COMPOSE).read_text() + "# edit 2\n")
@@ -199,14 +209,12 @@ def test_a_compose_edit_checks_then_applies(
 
 
 def test_a_runbook_edit_or_an_injection_name_runs_nothing(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
-    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
+    repo, remote_root = seeded.repo, seeded.remote_root
+    config = seeded.write(rebuild=rebuild_table())
     docker.install()
     daemon = start_synced(config)
     (repo / "docs/ops/runbooks/deploy.md").write_text("# Deploy\n\nchanged\n")
@@ -222,14 +230,12 @@ def test_a_runbook_edit_or_an_injection_name_runs_nothing(
 
 
 def test_the_first_copy_rebuilds_nothing_the_next_edit_does(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
-    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
+    repo, remote_root = seeded.repo, seeded.remote_root
+    config = seeded.write(rebuild=rebuild_table())
     docker.install()
     daemon = start_synced(config, presync=False)
     wait_until(settled(daemon, 5))
@@ -240,14 +246,12 @@ def test_the_first_copy_rebuilds_nothing_the_next_edit_does(
 
 
 def test_mode_off_runs_nothing(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
-    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table(mode="off"))
+    repo, remote_root = seeded.repo, seeded.remote_root
+    config = seeded.write(rebuild=rebuild_table(mode="off"))
     docker.install()
     daemon = start_synced(config)
     assert not any(isinstance(h, RebuildHook) for h in daemon.after_batch)
@@ -258,14 +262,12 @@ def test_mode_off_runs_nothing(
 
 
 def test_a_failing_build_is_reported_and_skips_up(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
 ) -> None:
-    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
+    repo = seeded.repo
+    config = seeded.write(rebuild=rebuild_table())
     docker.install(then='echo "step 3/5: npm ci: no such package" >&2; exit 1')
     daemon = start_synced(config)
     (repo / DOCKERFILE).write_text("FROM scratch\n# broken\n")
@@ -286,13 +288,11 @@ def test_a_failing_build_is_reported_and_skips_up(
 
 
 def test_rebuild_command_exit_codes(
-    repo: Path,
-    sshd_server: LocalSshd,
-    remote_root: Path,
-    write_config: Callable[..., Path],
+    seeded: Seeded,
     docker: DockerStub,
 ) -> None:
-    config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table())
+    remote_root = seeded.remote_root
+    config = seeded.write(rebuild=rebuild_table())
     (remote_root / "ops").mkdir()
     runner = CliRunner()
     docker.install()
