@@ -266,9 +266,9 @@ class Daemon:
     def _reconcile(self, now: float) -> None:
         try:
             with self._syncing():
-                if not self._swept:
-                    self._sweep()
                 plan, _index = self.syncer.plan_reconcile()
+                if not self._swept:
+                    self._sweep(plan.stale)
                 self._conflicts = tuple(c.remote for c in plan.conflicts)
                 if self.held is not None:
                     # A reconnect or the periodic reconcile must not send what waits for flush.
@@ -295,8 +295,9 @@ class Daemon:
         self._after(report, "reconcile")
         release_free_memory()  # a reconcile of a big tree leaves megabytes of freed heap
 
-    def _sweep(self) -> None:
-        removed = self.syncer.sweep_temp_files()
+    def _sweep(self, stale: tuple[str, ...]) -> None:
+        """Only right after a (re)connect: later, a temp name may be a running upload's."""
+        removed = self.syncer.sweep(stale)
         self._swept = True
         if removed:
             log.info("swept", temp_files=len(removed), first=removed[:5])

@@ -119,6 +119,7 @@ class Plan:
     actions: tuple[Action, ...] = ()
     skipped: tuple[Skip, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
+    stale: tuple[str, ...] = ()  # opswatch temp files a cut upload left on the server
 
     @property
     def uploads(self) -> tuple[Upload, ...]:

@@ -94,8 +94,3 @@ def _plan_target(
     # and the same whole second may differ (SFTP mtimes have no fraction), and after this upload
     # the manifest knows it, so later passes skip it without a transfer or a hash.
     return Upload(path, target, found, force)
-
-
-def remote_folders(targets: Iterable[str]) -> list[str]:
-    """The distinct folders holding ``targets``, for one listing each."""
-    return sorted({t.rsplit("/", 1)[0] or "/" for t in targets})

@@ -11,7 +11,7 @@ import posixpath
 import secrets
 import socket
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +70,6 @@ class Remote(Protocol):
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]: ...
     def remove(self, path: str) -> None: ...
     def read(self, path: str) -> bytes: ...
-    def sweep_temp_files(self, folders: Iterable[str]) -> list[str]: ...
 
 
 def temp_name(target: str) -> str:
@@ -241,21 +240,6 @@ class SshRemote:
         with self._translate(path), self.sftp.open(path, "rb") as handle:
             handle.prefetch()
             return handle.read()
-
-    def sweep_temp_files(self, folders: Iterable[str]) -> list[str]:
-        """Remove opswatch temp files a killed upload left behind; returns what was removed."""
-        removed = []
-        for folder in folders:
-            try:
-                with self._translate(folder):
-                    names = self.sftp.listdir(folder)
-            except RemoteFileError:
-                continue
-            for name in names:
-                if is_temp_name(name):
-                    self.remove(posixpath.join(folder, name))
-                    removed.append(posixpath.join(folder, name))
-        return removed
 
     # -- commands --------------------------------------------------------------------------
 

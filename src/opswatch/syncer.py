@@ -18,8 +18,8 @@ import structlog
 from opswatch.config import Config
 from opswatch.manifest import Manifest
 from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
-from opswatch.plan import plan, remote_folders
-from opswatch.remote import Remote, UploadJob, UploadOutcome
+from opswatch.plan import plan
+from opswatch.remote import Remote, UploadJob, UploadOutcome, is_temp_name
 from opswatch.rules import Router, Verdict
 from opswatch.scan import LocalIndex, local_file, scan
 
@@ -55,7 +55,7 @@ class Syncer:
         manifest = self.manifest.all()
         targets = [t for p in index.files for t in self.router.decide(p).targets]
         targets += list(manifest)
-        remote = self._list_remote(targets)
+        remote, stale = self._list_remote(targets)
         paths = [*index.files, *(e.local for e in manifest.values())]
         local: dict[str, LocalFile | Skip | None] = dict(index.files)
         result = plan(
@@ -68,7 +68,7 @@ class Syncer:
             force=force,
         )
         skipped = (*index.refused, *result.skipped)
-        return Plan(result.actions, skipped, result.conflicts), index
+        return Plan(result.actions, skipped, result.conflicts, stale), index
 
     def plan_paths(self, paths: Iterable[str], *, force: bool = False) -> Plan:
         """The files of a watched batch: only they are looked at, locally and remotely."""
@@ -85,8 +85,11 @@ class Syncer:
             paths, self.router, local, manifest, remote, delete=self.config.sync.delete, force=force
         )
 
-    def _list_remote(self, targets: list[str]) -> dict[str, RemoteFile | None]:
-        """One listing per remote folder instead of one stat per file.
+    def _list_remote(
+        self, targets: list[str]
+    ) -> tuple[dict[str, RemoteFile | None], tuple[str, ...]]:
+        """One listing per remote folder instead of one stat per file; also the opswatch temp
+        files those folders hold (what a cut upload left behind).
 
         Each listing is looked up and dropped before the next one: the full paths of every
         remote file, all at once, would be megabytes of peak on a big tree.
@@ -95,11 +98,13 @@ class Syncer:
         for target in targets:
             by_folder.setdefault(posixpath.dirname(target) or "/", []).append(target)
         found: dict[str, RemoteFile | None] = {}
+        stale: list[str] = []
         for folder in sorted(by_folder):
             listing = self.remote.list_folder(folder)
             for target in by_folder[folder]:
                 found[target] = listing.get(posixpath.basename(target))
-        return found
+            stale.extend(posixpath.join(folder, name) for name in listing if is_temp_name(name))
+        return found, tuple(stale)
 
     # -- execution -------------------------------------------------------------------------
 
@@ -181,12 +186,13 @@ class Syncer:
 
     # -- housekeeping ----------------------------------------------------------------------
 
-    def sweep_temp_files(self) -> list[str]:
-        """Remove temp files a killed upload left in the folders opswatch writes to."""
-        index = scan(self.config.local_root, self.router, self.folders)
-        targets = [t for p in index.files for t in self.router.decide(p).targets]
-        targets += list(self.manifest.all())
-        return self.remote.sweep_temp_files(remote_folders(targets))
+    def sweep(self, stale: Iterable[str]) -> list[str]:
+        """Remove the temp files a reconcile's listings found (``Plan.stale``)."""
+        removed = []
+        for path in stale:
+            self.remote.remove(path)
+            removed.append(path)
+        return removed
 
     def save_remote_copies(self, conflicts: Iterable[Conflict], folder: Path) -> list[Path]:
         """Copy each conflicting server file to ``folder/<time>/<remote path>`` before --force."""

@@ -6,7 +6,7 @@ import pytest
 
 from opswatch.config import Rule
 from opswatch.model import Conflict, LocalFile, Pushed, RemoteFile, Remove, Skip, Upload
-from opswatch.plan import plan, remote_folders
+from opswatch.plan import plan
 from opswatch.rules import Router
 
 ROOT = "/srv"
@@ -109,7 +109,3 @@ def test_fan_out_plans_every_target() -> None:
         delete=False,
     )
     assert [a.remote for a in result.actions] == ["/srv/a/Dockerfile.a", "/srv/b/Dockerfile.a"]
-
-
-def test_remote_folders_are_listed_once() -> None:
-    assert remote_folders(["/a/b/c", "/a/b/d", "/a/e"]) == ["/a", "/a/b"]
