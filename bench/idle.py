@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opswatch.localserver import LocalSshd
+from opswatch.demo.sshd import LocalSshd
 from tools import start_child, stop_child, wait_watching, write_opswatch_config
 
 FOLDERS = 100

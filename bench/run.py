@@ -30,7 +30,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "src"))
 
 from idle import measure_idle  # noqa: E402
-from opswatch.localserver import LocalSshd  # noqa: E402
+from opswatch.demo.sshd import LocalSshd  # noqa: E402
 from tools import Lsyncd, OneScp, Opswatch, Rsync, ScpPerFile, Tool, available  # noqa: E402
 
 SINGLE_SIZE = 4 * 1024

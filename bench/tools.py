@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from opswatch.control import ControlClient
+from opswatch.daemon.control import ControlClient
+from opswatch.demo.sshd import LocalSshd
 from opswatch.errors import OpswatchError
-from opswatch.localserver import LocalSshd
 from opswatch.paths import StatePaths, config_key
 
 BENCH = Path(__file__).resolve().parent

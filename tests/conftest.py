@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from helpers import wait_until
-from opswatch.daemon import Daemon
-from opswatch.localserver import LocalSshd
+from opswatch.daemon.engine import Daemon
+from opswatch.demo.sshd import LocalSshd
 
 WriteConfig = Callable[..., Path]
 MakeSshd = Callable[..., LocalSshd]
@@ -299,10 +299,10 @@ def start_daemon() -> Iterator[StartDaemon]:
     `settle` waits until the first reconcile is done and the daemon is watching.
     """
     from opswatch.config import load_config
+    from opswatch.daemon.run import build_daemon
     from opswatch.model import State
-    from opswatch.oneshot import run_sync
     from opswatch.paths import state_paths
-    from opswatch.runner import build_daemon
+    from opswatch.sync.oneshot import run_sync
 
     running: list[tuple[Daemon, threading.Thread]] = []
 

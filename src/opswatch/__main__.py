@@ -1,3 +1,3 @@
-from opswatch.cli import main
+from opswatch.cli.main import main
 
 main()

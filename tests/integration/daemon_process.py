@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import wait_until
-from opswatch.control import ControlClient
+from opswatch.daemon.control import ControlClient
 from opswatch.errors import OpswatchError
 from opswatch.paths import StatePaths, state_paths
 

@@ -15,12 +15,12 @@ from typing import Any, Self
 
 from helpers import wait_until
 from opswatch.config import load_config
-from opswatch.daemon import Daemon
-from opswatch.localserver import LocalSshd
+from opswatch.daemon.engine import Daemon
+from opswatch.demo.sshd import LocalSshd
 from opswatch.model import Status
 from opswatch.paths import state_paths
-from opswatch.remote import SshRemote
-from opswatch.sshconf import resolve_endpoint
+from opswatch.ssh.endpoint import resolve_endpoint
+from opswatch.ssh.remote import SshRemote
 
 TIMEOUT_S = 3.0  # connect, banner, auth, channel open
 STALL_S = 2.0  # an SFTP request unanswered this long cuts the connection

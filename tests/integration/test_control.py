@@ -20,8 +20,8 @@ import pytest
 from daemon_process import DaemonProcess, opswatch
 
 from helpers import wait_until
-from opswatch.localserver import LocalSshd
-from opswatch.remote import is_temp_name
+from opswatch.demo.sshd import LocalSshd
+from opswatch.ssh.remote import is_temp_name
 
 pytestmark = pytest.mark.sshd
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from daemon_process import opswatch_command
 
 from helpers import wait_until
-from opswatch.cli import cli
-from opswatch.localserver import LocalSshd
+from opswatch.cli.main import cli
+from opswatch.demo.sshd import LocalSshd
 
 pytestmark = pytest.mark.sshd  # it starts its own sshd; without one it must say how to get it
 

@@ -34,7 +34,7 @@ from test_faults import RUNBOOKS, count_lost, landed, temp_files, write_files
 
 from conftest import MakeSshd, WriteConfig
 from helpers import wait_until
-from opswatch.localserver import LocalSshd, find_sftp_server
+from opswatch.demo.sshd import LocalSshd, find_sftp_server
 
 # The daemon's retry interval for failed files here (30 s by default); longer than the engine's
 # idle tick of 1 s, so that retrying at every tick would show.

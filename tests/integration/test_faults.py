@@ -22,10 +22,10 @@ from engine_thread import EngineThread, trust_through
 
 from conftest import WriteConfig
 from helpers import wait_until
-from opswatch import watcher as watcher_module
-from opswatch.localserver import LocalSshd
+from opswatch.demo.sshd import LocalSshd
+from opswatch.local import watcher as watcher_module
 from opswatch.paths import state_paths
-from opswatch.remote import is_temp_name
+from opswatch.ssh.remote import is_temp_name
 from proxy import TcpProxy
 
 RUNBOOKS = "docs/ops/runbooks"

@@ -17,8 +17,8 @@ import pytest
 from daemon_process import DaemonProcess, opswatch
 
 from helpers import wait_until
-from opswatch.gitstate import HeadWatch, find_git_dir
-from opswatch.localserver import LocalSshd
+from opswatch.demo.sshd import LocalSshd
+from opswatch.local.gitstate import HeadWatch, find_git_dir
 
 WriteConfig = Callable[..., Path]
 StartDaemon = Callable[..., DaemonProcess]

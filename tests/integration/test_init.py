@@ -12,8 +12,8 @@ from daemon_process import opswatch_command
 
 from conftest import toml_document
 from opswatch.config import load_config
-from opswatch.init import candidate_ops_folders, repository_root
-from opswatch.localserver import LocalSshd
+from opswatch.demo.sshd import LocalSshd
+from opswatch.local.starter import candidate_ops_folders, repository_root
 
 
 def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ import paramiko
 import pytest
 
 from helpers import wait_until
-from opswatch.localserver import LocalSshd, LocalSshdError
+from opswatch.demo.sshd import LocalSshd, LocalSshdError
 
 pytestmark = pytest.mark.sshd
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers import wait_until
+from opswatch.demo.sshd import LocalSshd
 from opswatch.errors import ConnectError, RemoteFileError
-from opswatch.localserver import LocalSshd
-from opswatch.remote import CHUNK, SshRemote, UploadJob, UploadOutcome, is_temp_name
-from opswatch.sshconf import Endpoint
+from opswatch.ssh.endpoint import Endpoint
+from opswatch.ssh.remote import CHUNK, SshRemote, UploadJob, UploadOutcome, is_temp_name
 
 KEY_BLOCK = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
 

@@ -20,15 +20,15 @@ from click.testing import CliRunner
 
 from conftest import StartDaemon
 from helpers import wait_until
-from opswatch.cli import cli
+from opswatch.cli.main import cli
+from opswatch.cli.rebuild import run_rebuild
 from opswatch.config import load_config
-from opswatch.daemon import Daemon
-from opswatch.health import check_health
-from opswatch.localserver import LocalSshd
-from opswatch.rebuild import RebuildHook
-from opswatch.rebuild_cli import run_rebuild
-from opswatch.remote import SshRemote
-from opswatch.sshconf import resolve_endpoint
+from opswatch.daemon.engine import Daemon
+from opswatch.demo.sshd import LocalSshd
+from opswatch.rebuild.health import check_health
+from opswatch.rebuild.worker import RebuildHook
+from opswatch.ssh.endpoint import resolve_endpoint
+from opswatch.ssh.remote import SshRemote
 
 GATEWAY = "coda-mcp-gateway"
 DOCKERFILE = f"docs/ops/Dockerfile.{GATEWAY}"

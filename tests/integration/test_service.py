@@ -15,8 +15,8 @@ import pytest
 from daemon_process import opswatch, opswatch_command
 
 from opswatch.config import parse_config
-from opswatch.localserver import LocalSshd
-from opswatch.service import render_launchd, render_systemd
+from opswatch.demo.sshd import LocalSshd
+from opswatch.service.units import render_launchd, render_systemd
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import StartDaemon, WriteConfig
 from helpers import wait_until
-from opswatch.localserver import LocalSshd
+from opswatch.demo.sshd import LocalSshd
 from opswatch.model import State
 
 

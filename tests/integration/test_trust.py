@@ -11,8 +11,8 @@ from daemon_process import DaemonProcess, opswatch, opswatch_command
 
 from conftest import WriteConfig
 from helpers import wait_until
-from opswatch.localserver import LocalSshd
-from opswatch.trust import hashed_name
+from opswatch.demo.sshd import LocalSshd
+from opswatch.ssh.known_hosts import hashed_name
 
 RUNBOOK = "docs/ops/runbooks/deploy.md"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from daemon_process import opswatch
 
-from opswatch import verify as verify_module
 from opswatch.config import load_config
-from opswatch.localserver import LocalSshd
-from opswatch.remote import SshRemote
-from opswatch.sshconf import resolve_endpoint
+from opswatch.demo.sshd import LocalSshd
+from opswatch.ssh.endpoint import resolve_endpoint
+from opswatch.ssh.remote import SshRemote
+from opswatch.sync import verify as verify_module
 
 pytestmark = pytest.mark.sshd
 

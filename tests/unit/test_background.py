@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from opswatch import sdnotify
-from opswatch.control import (
+from opswatch.cli.control import format_status, parse_duration, span
+from opswatch.daemon import sdnotify
+from opswatch.daemon.control import (
     PROTOCOL_VERSION,
     ControlClient,
     ControlServer,
@@ -23,10 +24,9 @@ from opswatch.control import (
     check_socket_path,
     peer_uid,
 )
-from opswatch.control_cli import format_status, parse_duration, span
+from opswatch.daemon.notify import DesktopNotifier, StatusMonitor, notice_command, summary
 from opswatch.errors import AlreadyRunningError, NotRunningError, OpswatchError, UsageError
 from opswatch.model import RebuildResult, State, Status
-from opswatch.notify import DesktopNotifier, StatusMonitor, notice_command, summary
 from opswatch.paths import StatePaths
 
 # -- durations and the human status ------------------------------------------------------------

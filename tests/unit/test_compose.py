@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from opswatch.compose import (
+from opswatch.core.compose import (
     ChangedFile,
     affected,
     compose_file_env,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opswatch.debounce import Debouncer
+from opswatch.core.debounce import Debouncer
 from opswatch.model import Change, ChangeKind
 
 C, M, D = ChangeKind.CREATED, ChangeKind.MODIFIED, ChangeKind.DELETED

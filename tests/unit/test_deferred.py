@@ -27,9 +27,9 @@ def test_the_daemon_imports_do_not_load_invoke() -> None:
     out = run_python(
         """
         import sys
-        from opswatch.deferred import defer_rarely_used
+        from opswatch.ssh._compat import defer_rarely_used
         defer_rarely_used()
-        import opswatch.runner
+        import opswatch.daemon.run
         invoke = type(sys.modules["invoke"]).__name__
         print(invoke, "yaml" in sys.modules, "unittest" in sys.modules)
         """
@@ -43,11 +43,11 @@ def test_a_match_exec_line_still_runs_its_command(tmp_path: Path) -> None:
     out = run_python(
         f"""
         import sys
-        from opswatch.deferred import defer_rarely_used
+        from opswatch.ssh._compat import defer_rarely_used
         defer_rarely_used()
         from pathlib import Path
         from opswatch.config import RemoteConfig
-        from opswatch.sshconf import resolve_endpoint
+        from opswatch.ssh.endpoint import resolve_endpoint
         remote = RemoteConfig(host="example.org", root="/srv", ssh_config=Path({str(ssh_config)!r}))
         endpoint = resolve_endpoint(remote)
         print(endpoint.port, endpoint.user, type(sys.modules["invoke"]).__name__)

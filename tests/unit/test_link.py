@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
+from opswatch.daemon.link import BACKOFF_CAP_S, PROBE_INTERVAL_S, WAKE_JUMP_S, LinkKeeper
 from opswatch.errors import ChangedHostKeyError, ConnectError, OpswatchError
-from opswatch.link import BACKOFF_CAP_S, PROBE_INTERVAL_S, WAKE_JUMP_S, LinkKeeper
 
 
 class StandInRemote:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from opswatch.config import Rule
+from opswatch.core.plan import plan
+from opswatch.core.rules import Router
 from opswatch.model import Conflict, LocalFile, Pushed, RemoteFile, Remove, Skip, Upload
-from opswatch.plan import plan
-from opswatch.rules import Router
 
 ROOT = "/srv"
 ROUTER = Router((Rule("docs/ops", None, ("ops",)),), ROOT)

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from opswatch.progress import CLEAR_LINE, progress_bar, terminal_line
+from opswatch.sync.progress import CLEAR_LINE, progress_bar, terminal_line
 
 
 def test_terminal_line_draws_the_last_step_and_wipes_itself() -> None:

@@ -14,13 +14,13 @@ import pytest
 
 from helpers import wait_until
 from opswatch.config import Config, parse_config
-from opswatch.deploy import ComposeView, Deployer, Work
+from opswatch.core.rules import Router
 from opswatch.errors import ConnectError, UsageError
 from opswatch.model import RebuildResult
-from opswatch.rebuild import MAX_RETRIES, RebuildHook, RebuildWorker
-from opswatch.remote_exec import CommandResult
-from opswatch.rules import Router
-from opswatch.syncer import PassReport
+from opswatch.rebuild.deploy import ComposeView, Deployer, Work
+from opswatch.rebuild.worker import MAX_RETRIES, RebuildHook, RebuildWorker
+from opswatch.ssh.commands import CommandResult
+from opswatch.sync.syncer import PassReport
 
 COMPOSE = "docs/ops/docker-compose.production.yml"
 COMPOSE_TEXT = """\

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opswatch.config import Rule
-from opswatch.rules import Router, Verdict
+from opswatch.core.rules import Router, Verdict
 
 ROOT = "/root/portfolio"
 SEED_RULES = (

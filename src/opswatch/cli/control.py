@@ -1,0 +1,194 @@
+"""The commands that talk to a running daemon: ``status``, ``pause``, ``resume``, ``flush``.
+
+They need no valid config, only its path: the path names the state folder and so the socket.
+No daemon answering is exit 3, as LSB init scripts' ``status`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from opswatch.cli.app import App, echo_json, expected_errors, pass_app
+from opswatch.daemon.control import ControlClient
+from opswatch.paths import state_paths
+
+SHOW_PATHS = 5
+PAUSE_TIMEOUT_S = 120.0  # the engine takes the request after the batch in flight
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``10m``, ``2h``, ``1h30m``, ``1d``; a bare number is seconds."""
+    cleaned = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
+        seconds = float(cleaned)
+    elif cleaned and re.fullmatch(rf"(?:{_PART.pattern})+", cleaned):
+        seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(cleaned))
+    else:
+        raise ValueError(f"{text!r} is not a duration (like 30s, 10m, 2h or 1h30m)")
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a pause must last longer than 0 s")
+    return seconds
+
+
+class Duration(click.ParamType[float]):
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def client(app: App) -> ControlClient:
+    return ControlClient(state_paths(app.config_path), os.path.abspath(app.config_path))
+
+
+# -- human output ----------------------------------------------------------------------------
+
+
+def span(seconds: float) -> str:
+    """``45s``, ``12m``, ``2h 13m``, ``3d 4h``: two units at most."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
+
+
+def _when(stamp: str | None, now: datetime) -> datetime | None:
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _local(moment: datetime, now: datetime) -> str:
+    local = moment.astimezone()
+    same_day = local.date() == now.astimezone().date()
+    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M")
+
+
+def _paths(paths: list[str], total: int) -> str:
+    shown = ", ".join(paths[:SHOW_PATHS])
+    return shown + (f", … ({total - SHOW_PATHS} more)" if total > SHOW_PATHS else "")
+
+
+def format_status(status: dict[str, Any], now: datetime) -> str:
+    lines = [f"opswatch is {status['state']}  (pid {status['pid']}, config {status['config']})"]
+    since = _when(status.get("connected_since"), now)
+    if status["connected"] and since:
+        host = f"{status['host']}, connected for {span((now - since).total_seconds())}"
+    else:
+        host = f"{status['host']}, not connected"
+    lines.append(f"host:        {host}")
+    paused = _when(status.get("paused_until"), now)
+    if paused:
+        left = span((paused - now).total_seconds())
+        lines.append(f"paused:      until {_local(paused, now)} (in {left})")
+    elif status["state"] == "paused":
+        lines.append("paused:      until `opswatch resume`")
+    pending = f"{status['pending']}"
+    if status["pending"]:
+        pending += f": {_paths(status['pending_paths'], status['pending'])}"
+    lines.append(f"pending:     {pending}")
+    if status.get("held"):
+        held = f"{status['held']} file(s) waiting for `opswatch flush`"
+        lines.append(f"held:        {held}: {_paths(status['held_paths'], status['held'])}")
+    last = _when(status.get("last_sync"), now)
+    last_text = f"{_local(last, now)} ({span((now - last).total_seconds())} ago)" if last else "—"
+    lines.append(f"last sync:   {last_text}")
+    lines.append(f"uploaded:    {status['uploaded']} file(s), removed {status['removed']}")
+    lines.append(f"last error:  {status['last_error'] or '—'}")
+    for rebuild in status.get("rebuilds", []):
+        at = _when(rebuild.get("at"), now)
+        outcome = "ok" if rebuild["ok"] else "FAILED"
+        when = f" at {_local(at, now)}" if at else ""
+        detail = f": {rebuild['detail']}" if rebuild.get("detail") else ""
+        lines.append(f"rebuild:     {rebuild['service']} {outcome}{when}{detail}")
+    if status.get("conflicts"):
+        conflicts = status["conflicts"]
+        lines.append(f"conflicts:   {_paths(conflicts, len(conflicts))} (`opswatch sync --force`)")
+    return "\n".join(lines)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (fields: INTERFACE).")
+@pass_app
+@expected_errors
+def status(app: App, as_json: bool) -> None:
+    """What the running daemon is doing (exit 3 if none is running)."""
+    result = client(app).request("status")
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(format_status(result, datetime.now(UTC)))
+
+
+@click.command()
+@click.option(
+    "--for",
+    "duration",
+    type=Duration(),
+    help="Resume by itself after this long (30s, 10m, 2h); default: until `opswatch resume`.",
+)
+@pass_app
+@expected_errors
+def pause(app: App, duration: float | None) -> None:
+    """Stop sending; changes keep being recorded as pending. Survives a restart."""
+    result = client(app).request("pause", timeout=PAUSE_TIMEOUT_S, seconds=duration)
+    until = _when(result.get("paused_until"), datetime.now(UTC))
+    if until is not None and duration is not None:
+        now = datetime.now(UTC)
+        click.echo(f"paused until {_local(until, now)} ({span(duration)}); changes stay pending")
+    else:
+        click.echo("paused until `opswatch resume`; changes stay pending")
+
+
+@click.command()
+@pass_app
+@expected_errors
+def resume(app: App) -> None:
+    """Send what is pending now, as one batch, then keep watching."""
+    result = client(app).request("resume", timeout=None)
+    if result.get("error"):
+        click.echo(
+            f"resumed; {result.get('pending', 0)} file(s) still pending: {result['error']}",
+            err=True,
+        )
+        return
+    sent = int(result.get("sent", 0))
+    click.echo(f"resumed; sent {sent} file(s)" if sent else "resumed; nothing was pending")
+
+
+@click.command()
+@pass_app
+@expected_errors
+def flush(app: App) -> None:
+    """Send what is pending now, skipping the quiet period; return once it landed."""
+    result = client(app).request("flush", timeout=None)
+    sent = int(result.get("sent", 0))
+    click.echo(f"flushed; {sent} file(s) landed" if sent else "nothing pending")
+
+
+COMMANDS = (status, pause, resume, flush)

@@ -1,0 +1,136 @@
+"""The ``init`` and ``verify`` commands: the prompting and printing around init.py, verify.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from opswatch.cli.app import App, echo_json, expected_errors, pass_app
+
+if TYPE_CHECKING:
+    from opswatch.local.starter import Layout
+    from opswatch.sync.verify import VerifyReport
+
+
+def _ask_folder(question: str, choices: list[str]) -> str:
+    if choices:
+        for number, choice in enumerate(choices, 1):
+            click.echo(f"  {number}. {choice or '.'}")
+        picked: int = click.prompt(question, type=click.IntRange(1, len(choices)), default=1)
+        return choices[picked - 1]
+    answer: str = click.prompt(question + " (relative to the repository)")
+    return answer
+
+
+@click.command()
+@click.option("--from", "ops_from", metavar="FOLDER", help="The ops folder (default: docs/ops).")
+@click.option("--host", help="The server: an ~/.ssh/config alias or a host name.")
+@click.option("--remote-root", metavar="PATH", help="The repository's copy on the server.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config.")
+@click.pass_context
+@expected_errors
+def init(
+    ctx: click.Context,
+    ops_from: str | None,
+    host: str | None,
+    remote_root: str | None,
+    force: bool,
+) -> None:
+    """Write a starter opswatch.toml for the repository this is run in."""
+    from opswatch.config import load_config
+    from opswatch.errors import UsageError
+    from opswatch.local import starter
+
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    root = starter.repository_root(Path.cwd())
+    explicit = ctx.parent.params.get("config_path") if ctx.parent else None
+    target = Path(explicit) if explicit else root / starter.CONFIG_NAME
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; `opswatch init --force` overwrites it")
+    ops = starter.find_ops_folder(root, ops_from, _ask_folder if interactive else None)
+    layout = starter.inspect(root, ops)
+    if host is None:
+        host = (
+            click.prompt("Server (ssh alias or host)", default="droplet")
+            if interactive
+            else "droplet"
+        )
+    if remote_root is None:
+        default_root = f"/root/{root.name}"
+        remote_root = (
+            click.prompt("Repository's folder on the server", default=default_root)
+            if interactive
+            else default_root
+        )
+    starter.write_config(target, starter.render(layout, host, remote_root), force=force)
+    load_config(target)  # what we wrote must be what `run` accepts
+    _summarize(target, layout)
+
+
+def _summarize(target: Path, layout: Layout) -> None:
+    from opswatch.local.starter import dockerfile_patterns
+
+    ops = (layout.ops or ".") + "/"
+    click.echo(f"wrote {target}")
+    if layout.compose_files:
+        click.echo(f"  {ops}: {' '.join(layout.compose_files)}  → ops/")
+    picked = dockerfile_patterns(layout.dockerfiles) + [f + "/" for f in layout.folders]
+    click.echo(f"  {ops}: {' '.join(picked)}  → {ops}")
+    if layout.refused:
+        click.echo(f"  stays here (never): {' '.join(layout.refused)}")
+    if layout.services:
+        names = ", ".join(name for name, _ in layout.services)
+        click.echo(f"  compose services: {names} (rebuild is off: see [rebuild])")
+    click.echo(
+        "next: `opswatch sync --dry-run` shows what would go; `opswatch run` keeps it in step"
+    )
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+@expected_errors
+def verify(app: App, as_json: bool) -> None:
+    """Compare the server's copy of every synced file with the local one (sha256).
+
+    Exit 0 when every file matches, 1 when one differs or is missing on the server.
+    """
+    from opswatch.ssh.endpoint import resolve_endpoint
+    from opswatch.ssh.remote import SshRemote
+    from opswatch.sync.verify import verify as check
+
+    config = app.config
+    remote = SshRemote(resolve_endpoint(config.remote))
+    remote.connect()
+    try:
+        report = check(config, remote, show_progress=not as_json)
+    finally:
+        remote.close()
+    if as_json:
+        echo_json(report.to_json())
+    else:
+        _print_report(report)
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_report(report: VerifyReport) -> None:
+    rows = [("DIFFERS", t.local, t.remote) for t, _ in report.differ]
+    rows += [("MISSING", t.local, t.remote) for t in report.missing]
+    if rows:
+        width = max(len(r[1]) for r in rows)
+        click.echo(f"{'STATE':<8} {'LOCAL':<{width}}  REMOTE")
+        for state, local, remote in rows:
+            click.echo(f"{state:<8} {local:<{width}}  {remote}")
+    for path, reason in report.unreadable_locally.items():
+        click.echo(f"warning: {path}: cannot read: {reason}", err=True)
+    matching = report.checked - len(rows)
+    how = f"{report.hashed_remotely} hashed by the server"
+    if report.read_over_sftp:
+        how += f", {report.read_over_sftp} read over SFTP"
+    click.echo(
+        f"{report.checked} checked: {matching} match, {len(report.differ)} differ, "
+        f"{len(report.missing)} missing ({how})"
+    )

@@ -1,0 +1,124 @@
+"""The ``opswatch`` command: parse arguments, load the config, call the right module, map errors.
+
+Expected failures print one ``error: …`` line and exit with the error's code (2 for bad config
+or usage, 3 when the daemon is not running); anything unexpected prints a traceback, exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from opswatch import __version__, logs
+from opswatch.cli import control as control_cli
+from opswatch.cli import rebuild as rebuild_cli
+from opswatch.cli.app import App, expected_errors, pass_app
+from opswatch.config import find_config
+from opswatch.service import units as service
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file (default: $OPSWATCH_CONFIG, ./opswatch.toml, then the user config dir).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="Console on a terminal, JSON lines otherwise.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(list(logs.LEVELS)),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name="opswatch")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
+    """Keep a server's ops files in step with this repository while you edit them.
+
+    opswatch watches the folders your rules name, uploads each saved file over one SSH
+    connection (atomically: never half-written), refuses secrets, and can rebuild the
+    compose services a change affects.
+    """
+    logs.setup(log_format, log_level)
+    ctx.obj = App(find_config(config_path), log_format, log_level)
+
+
+@cli.command()
+@pass_app
+@expected_errors
+def run(app: App) -> None:
+    """Run the daemon in the foreground (what systemd and launchd start)."""
+    from opswatch.ssh._compat import defer_rarely_used
+
+    defer_rarely_used()  # before paramiko is imported: megabytes a long-lived process never uses
+    from opswatch.daemon.run import run_daemon
+
+    sys.exit(run_daemon(app.config, app.paths))
+
+
+@cli.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing.")
+@click.option("--force", is_flag=True, help="Overwrite files changed on the server (conflicts).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON.")
+@pass_app
+@expected_errors
+def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Make the remote match the local files the rules select, once."""
+    from opswatch.sync.oneshot import run_sync
+
+    sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Trust the key without asking (for scripts).")
+@click.option(
+    "--hash/--no-hash",
+    "hash_names",
+    default=None,
+    help="Write the host name hashed, as HashKnownHosts does (default: as the file already is).",
+)
+@pass_app
+@expected_errors
+def trust(app: App, yes: bool, hash_names: bool | None) -> None:
+    """Show the server's host key fingerprint and, once confirmed, add it to known_hosts."""
+    from opswatch.ssh.known_hosts import trust as run_trust
+
+    sys.exit(run_trust(app.config, app.paths, yes=yes, hash_names=hash_names))
+
+
+for _command in (*control_cli.COMMANDS, service.service):
+    cli.add_command(_command)
+cli.add_command(rebuild_cli.rebuild)
+
+
+# First run and daily use; these modules import their heavy parts only when a command runs.
+from opswatch.cli import daily as daily_cli  # noqa: E402
+from opswatch.cli import demo as demo_cli  # noqa: E402
+
+for _command in (daily_cli.init, daily_cli.verify, demo_cli.demo):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """The console script: bad usage is one ``error:`` line and exit 2, like a bad config."""
+    try:
+        cli.main(prog_name="opswatch", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

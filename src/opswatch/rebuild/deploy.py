@@ -1,0 +1,221 @@
+"""Carrying out a rebuild: the commands for the remote shell, their order, one result each.
+
+``ComposeView`` answers which services a set of local paths affects (reading the compose file
+afresh) and writes each command for the remote shell: in ``remote.root/compose_dir``, with
+``COMPOSE_FILE`` set, the service name validated and quoted. ``Deployer`` runs, per piece of
+work: ``check`` first when the compose file changed (a failure deploys nothing), then ``build``
+and ``up`` per service (a failed build skips its ``up``), then ``apply``; after each ``up`` the
+service's ``health`` URL is requested from here. It owns no thread: the rebuild worker and
+``opswatch rebuild`` call it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from opswatch.config import Config
+from opswatch.core.compose import (
+    APPLY,
+    Affected,
+    ChangedFile,
+    ComposeProject,
+    affected,
+    compose_file_env,
+    compose_target,
+    load_compose,
+    read_project,
+    valid_service_name,
+)
+from opswatch.errors import LocalFileError, UsageError
+from opswatch.model import RebuildResult
+from opswatch.rebuild.health import check_health
+from opswatch.ssh.commands import CommandResult
+
+log = structlog.get_logger("opswatch.rebuild")
+
+TAIL_LINES = 12  # lines of output kept in a failed result's detail
+
+
+class CommandRunner(Protocol):
+    def __call__(
+        self, command: str, *, timeout: float, on_line: Callable[[str], None] | None = None
+    ) -> CommandResult: ...
+
+
+HealthCheck = Callable[[str, float], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class Work:
+    services: tuple[str, ...] = ()
+    apply: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.services) or self.apply
+
+
+def now_iso(wall: Callable[[], float] = time.time) -> str:
+    return datetime.fromtimestamp(wall(), UTC).isoformat(timespec="seconds")
+
+
+class ComposeView:
+    """The config's compose file as it lands on the server, read afresh for every question."""
+
+    def __init__(self, config: Config, targets: Callable[[str], tuple[str, ...]]) -> None:
+        self.config = config
+        self.targets = targets
+        rebuild = config.rebuild
+        self.compose_dir = posixpath.join(config.remote.root, rebuild.compose_dir)
+        self.when = {s.name: s.when for s in rebuild.services if s.when}
+        self.health = {s.name: s.health for s in rebuild.services if s.health}
+        compose = rebuild.compose_file
+        self.compose_remote = None
+        if compose is not None:
+            fallback = posixpath.join(self.compose_dir, posixpath.basename(compose))
+            self.compose_remote = compose_target(targets(compose), self.compose_dir) or fallback
+
+    @property
+    def compose_file_env(self) -> str | None:
+        if self.compose_remote is None:
+            return None
+        return compose_file_env(self.compose_remote, self.compose_dir)
+
+    def project(self) -> ComposeProject:
+        """The compose file's services; without one, the services the config names."""
+        compose = self.config.rebuild.compose_file
+        if compose is None or self.compose_remote is None:
+            names = tuple(s.name for s in self.config.rebuild.services)
+            return ComposeProject("", names)
+        path = self.config.local_root / compose
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LocalFileError(f"{compose}: cannot read: {exc.strerror or exc}") from exc
+        return read_project(load_compose(text, compose), self.compose_remote)
+
+    def affected(self, paths: Iterable[str]) -> Affected:
+        changed = [ChangedFile(p, self.targets(p)) for p in paths]
+        if not changed:
+            return Affected()
+        compose_local = self.config.rebuild.compose_file
+        try:
+            project = self.project()
+        except LocalFileError as exc:
+            # Unreadable compose file: nothing to map services from; its own change still applies
+            # (the remote `check` then reports what is wrong with it).
+            apply = any(c.local == compose_local for c in changed)
+            return Affected(apply=apply, problems=(str(exc),))
+        return affected(
+            project,
+            changed,
+            compose_dir=self.compose_dir,
+            compose_local=compose_local,
+            when=self.when,
+        )
+
+    def command(self, template: str, service: str | None = None) -> str:
+        """``template`` for the remote shell: in the compose folder, with ``COMPOSE_FILE`` set."""
+        text = template
+        if service is not None:
+            if not valid_service_name(service):
+                raise UsageError(f"{service!r} is not a compose service name")
+            text = template.replace("{service}", shlex.quote(service))
+        prefix = f"cd {shlex.quote(self.compose_dir)} && "
+        env = self.compose_file_env
+        if env is not None:
+            prefix += f"COMPOSE_FILE={shlex.quote(env)} && export COMPOSE_FILE && "
+        return prefix + text
+
+
+class Deployer:
+    """Carries out one piece of work and returns one result per service (``*`` for apply)."""
+
+    def __init__(
+        self,
+        view: ComposeView,
+        run: CommandRunner,
+        *,
+        health: HealthCheck = check_health,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.view = view
+        self.run = run
+        self.health = health
+        self.wall = wall
+        self.rebuild = view.config.rebuild
+
+    def deploy(self, work: Work) -> list[RebuildResult]:
+        results: list[RebuildResult] = []
+        if work.apply:
+            failure = self._step(APPLY, "check", self.view.command(self.rebuild.check))
+            if failure is not None:
+                results.append(self.result(APPLY, False, failure))
+                skipped = "skipped: the compose file does not pass `check`"
+                return results + [self.result(s, False, skipped) for s in work.services]
+        for service in work.services:
+            results.append(self._service(service))
+        if work.apply:
+            results.append(self._apply(checked={r.service for r in results}))
+        return results
+
+    def _service(self, service: str) -> RebuildResult:
+        for step, template in (("build", self.rebuild.build), ("up", self.rebuild.up)):
+            failure = self._step(service, step, self.view.command(template, service))
+            if failure is not None:
+                return self.result(service, False, failure)
+        ok, detail = self._health(service)
+        return self.result(service, ok, "build, up: ok" + detail)
+
+    def _apply(self, checked: set[str]) -> RebuildResult:
+        failure = self._step(APPLY, "apply", self.view.command(self.rebuild.apply))
+        if failure is not None:
+            return self.result(APPLY, False, failure)
+        ok, details = True, "check, apply: ok"
+        for service in self.view.health:
+            if service not in checked:
+                healthy, detail = self._health(service)
+                ok, details = ok and healthy, details + detail
+        return self.result(APPLY, ok, details)
+
+    def _step(self, service: str, step: str, command: str) -> str | None:
+        """Run one command; None when it succeeded, else what failed with its last lines."""
+        log.info("rebuild_step", service=service, step=step, command=command)
+
+        def on_line(line: str) -> None:
+            log.info("rebuild_output", service=service, step=step, line=line)
+
+        started = time.monotonic()
+        result = self.run(command, timeout=self.rebuild.timeout_s, on_line=on_line)
+        seconds = round(time.monotonic() - started, 1)
+        if result.ok:
+            log.info("rebuild_step_done", service=service, step=step, seconds=seconds)
+            return None
+        if result.timed_out:
+            what = f"{step} timed out after {self.rebuild.timeout_s} s (stopped on the server)"
+        else:
+            what = f"{step} failed (exit {result.exit_status})"
+        log.warning("rebuild_step_failed", service=service, step=step, detail=what)
+        return "\n".join([what, *result.output[-TAIL_LINES:]])
+
+    def _health(self, service: str) -> tuple[bool, str]:
+        url = self.view.health.get(service)
+        if url is None:
+            return True, ""
+        ok, detail = self.health(url, float(self.rebuild.health_timeout_s))
+        log.info("health", service=service, ok=ok, detail=detail)
+        return ok, f"; health: {detail}"
+
+    def result(self, service: str, ok: bool, detail: str) -> RebuildResult:
+        return RebuildResult(service, ok, now_iso(self.wall), detail)
+
+
+def unknown_services(project: ComposeProject, services: Sequence[str]) -> list[str]:
+    return [s for s in services if s not in project.services]

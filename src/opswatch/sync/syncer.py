@@ -1,0 +1,207 @@
+"""One pass of syncing: look at the local files, the manifest and the server, plan, execute.
+
+Serves the daemon (a watched batch, a reconcile) and ``opswatch sync``. Owns no thread and no
+clock of its own; the caller decides when a pass runs and what happens to what failed.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from opswatch.config import Config
+from opswatch.core.plan import plan
+from opswatch.core.rules import Router, Verdict
+from opswatch.local.manifest import Manifest
+from opswatch.local.scan import LocalIndex, local_file, scan
+from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
+from opswatch.ssh.remote import Remote, UploadJob, UploadOutcome, is_temp_name
+
+log = structlog.get_logger("opswatch.sync")
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class PassReport:
+    uploaded: list[UploadOutcome] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # remote paths
+    failed: dict[str, str] = field(default_factory=dict)  # local path → reason, retried later
+    refused: dict[str, str] = field(default_factory=dict)  # local path → reason, not retried
+    changed_meanwhile: list[str] = field(default_factory=list)  # local paths to send again
+    conflicts: tuple[Conflict, ...] = ()
+    landed: list[str] = field(default_factory=list)  # local paths confirmed remotely (rebuilds)
+
+
+class Syncer:
+    def __init__(self, config: Config, remote: Remote, manifest: Manifest, router: Router) -> None:
+        self.config = config
+        self.remote = remote
+        self.manifest = manifest
+        self.router = router
+        self.folders = config.watched_folders
+
+    # -- planning --------------------------------------------------------------------------
+
+    def plan_reconcile(self, *, force: bool = False) -> tuple[Plan, LocalIndex]:
+        """Every routed local file and every file the manifest knows, against the server."""
+        index = scan(self.config.local_root, self.router, self.folders)
+        manifest = self.manifest.all()
+        targets = [t for p in index.files for t in self.router.decide(p).targets]
+        targets += list(manifest)
+        remote, stale = self._list_remote(targets)
+        paths = [*index.files, *(e.local for e in manifest.values())]
+        local: dict[str, LocalFile | Skip | None] = dict(index.files)
+        result = plan(
+            paths,
+            self.router,
+            local,
+            manifest,
+            remote,
+            delete=self.config.sync.delete,
+            force=force,
+        )
+        skipped = (*index.refused, *result.skipped)
+        return Plan(result.actions, skipped, result.conflicts, stale), index
+
+    def plan_paths(self, paths: Iterable[str], *, force: bool = False) -> Plan:
+        """The files of a watched batch: only they are looked at, locally and remotely."""
+        paths = list(dict.fromkeys(paths))
+        local = {p: local_file(self.config.local_root, p, self.folders) for p in paths}
+        manifest = {entry.remote: entry for entry in self.manifest.for_locals(paths)}
+        targets: list[str] = []
+        for path in paths:
+            decision = self.router.decide(path)
+            if decision.verdict is Verdict.ROUTED and local[path] is not None:
+                targets.extend(decision.targets)
+        remote = self.remote.stat_many(targets) if targets else {}
+        return plan(
+            paths, self.router, local, manifest, remote, delete=self.config.sync.delete, force=force
+        )
+
+    def _list_remote(
+        self, targets: list[str]
+    ) -> tuple[dict[str, RemoteFile | None], tuple[str, ...]]:
+        """One listing per remote folder instead of one stat per file; also the opswatch temp
+        files those folders hold (what a cut upload left behind).
+
+        Each listing is looked up and dropped before the next one: the full paths of every
+        remote file, all at once, would be megabytes of peak on a big tree.
+        """
+        by_folder: dict[str, list[str]] = {}
+        for target in targets:
+            by_folder.setdefault(posixpath.dirname(target) or "/", []).append(target)
+        found: dict[str, RemoteFile | None] = {}
+        stale: list[str] = []
+        for folder in sorted(by_folder):
+            listing = self.remote.list_folder(folder)
+            for target in by_folder[folder]:
+                found[target] = listing.get(posixpath.basename(target))
+            stale.extend(posixpath.join(folder, name) for name in listing if is_temp_name(name))
+        return found, tuple(stale)
+
+    # -- execution -------------------------------------------------------------------------
+
+    def execute(self, plan: Plan, progress: Progress | None = None) -> PassReport:
+        report = PassReport(conflicts=plan.conflicts)
+        for conflict in plan.conflicts:
+            log.warning("conflict", path=conflict.local, remote=conflict.remote)
+        uploads = plan.uploads
+        total = len(uploads) + len(plan.removes)
+        if uploads:
+            self._upload(uploads, report, progress, total)
+        done = len(uploads)
+        for remove in plan.removes:
+            self.remote.remove(remove.remote)
+            self.manifest.forget([remove.remote])
+            report.removed.append(remove.remote)
+            report.landed.append(remove.local)
+            log.info("remove", path=remove.local, remote=remove.remote)
+            done += 1
+            if progress:
+                progress(done, total)
+        return report
+
+    def _upload(
+        self, uploads: tuple[Upload, ...], report: PassReport, progress: Progress | None, total: int
+    ) -> None:
+        root = self.config.local_root
+        # One unreadable file must fail alone, not take its whole batch down with it.
+        unreadable = [u for u in uploads if not os.access(root / u.local, os.R_OK)]
+        for upload in unreadable:
+            report.failed[upload.local] = "cannot read the local file: permission denied"
+            log.warning("upload_failed", path=upload.local, error="permission denied (local)")
+        uploads = tuple(u for u in uploads if u not in unreadable)
+        jobs = [UploadJob(root / u.local, u.remote, u.file.mode, u.file.mtime_ns) for u in uploads]
+        by_remote = {u.remote: u for u in uploads}
+        started = time.monotonic()
+        outcomes = self.remote.upload_many(jobs)
+        elapsed_ms = (time.monotonic() - started) * 1000 / max(len(jobs), 1)
+        pushed = []
+        for count, outcome in enumerate(outcomes, 1):
+            upload = by_remote[outcome.job.remote]
+            if outcome.refused:
+                report.refused[upload.local] = outcome.refused
+                log.warning("refused", path=upload.local, reason=outcome.refused)
+            elif outcome.error is not None:
+                report.failed[upload.local] = str(outcome.error)
+                log.warning("upload_failed", path=upload.local, error=str(outcome.error))
+            else:
+                pushed.append(self._landed(upload, outcome, report, elapsed_ms))
+            if progress:
+                progress(count, total)
+        self.manifest.record(pushed)
+
+    def _landed(
+        self, upload: Upload, outcome: UploadOutcome, report: PassReport, ms: float
+    ) -> Pushed:
+        report.uploaded.append(outcome)
+        report.landed.append(upload.local)
+        now = local_file(self.config.local_root, upload.local, self.folders)
+        if now != upload.file:
+            # Written to while we read it: what landed is whole, but not the latest version.
+            report.changed_meanwhile.append(upload.local)
+        log.info(
+            "upload",
+            path=upload.local,
+            remote=upload.remote,
+            bytes=outcome.size,
+            ms=round(ms, 2),
+        )
+        return Pushed(
+            remote=upload.remote,
+            local=upload.local,
+            sha256=outcome.sha256,
+            size=outcome.size,
+            mtime_ns=upload.file.mtime_ns,
+            mode=upload.file.mode,
+            pushed_at=time.time(),
+        )
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def sweep(self, stale: Iterable[str]) -> list[str]:
+        """Remove the temp files a reconcile's listings found (``Plan.stale``)."""
+        removed = []
+        for path in stale:
+            self.remote.remove(path)
+            removed.append(path)
+        return removed
+
+    def save_remote_copies(self, conflicts: Iterable[Conflict], folder: Path) -> list[Path]:
+        """Copy each conflicting server file to ``folder/<time>/<remote path>`` before --force."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        saved = []
+        for conflict in conflicts:
+            target = folder / stamp / conflict.remote.lstrip("/")
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.write_bytes(self.remote.read(conflict.remote))
+            saved.append(target)
+            log.info("saved_remote_copy", remote=conflict.remote, to=str(target))
+        return saved
