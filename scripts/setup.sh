@@ -1,28 +1,22 @@
 # Shared set-up for the README's two commands (tests/run.sh, scripts/demo.sh): installs what is
-# missing on this machine (OpenSSH's server and client, Python, the package), then sets $PY.
+# missing on this machine (OpenSSH's server and client, Python's venv module), then creates the
+# project's own virtual environment .venv, installs the package into it and sets $PY.
 #
+# Nothing is installed into the system's or the user's Python: everything Python goes into .venv.
 # On a Debian-like machine run as root it installs missing system packages with apt-get; otherwise
-# it names them and stops. Where the system Python refuses pip installs (PEP 668) it uses .venv.
-# Source it from the repository root with EXTRAS set to the package extras wanted ("" or "test").
+# it names them and stops. Source it from the repository root with EXTRAS set to the package
+# extras wanted ("" or "test").
 
 say() { echo "${SETUP_NAME:-setup}: $*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
 have_sshd() { have sshd || [ -x /usr/sbin/sshd ]; }
-
-# True when python3 is the system's own (PEP 668 "externally managed") outside any venv.
-python_is_system_managed() {
-    python3 -c 'import pathlib, sys, sysconfig
-managed = pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists()
-sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)'
-}
 
 missing_system_packages() {
     have_sshd || echo openssh-server
     { have ssh && have ssh-keygen && have scp; } || echo openssh-client
     if ! have python3; then
         echo python3 python3-venv
-    elif [ ! -x .venv/bin/python ] && python_is_system_managed \
-        && ! python3 -c 'import ensurepip' 2>/dev/null; then
+    elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         echo python3-venv
     fi
 }
@@ -43,15 +37,13 @@ install_system_packages() {
 }
 
 choose_python() {
-    if [ -x .venv/bin/python ]; then
-        PY="$PWD/.venv/bin/python"
-    elif python_is_system_managed; then
-        say "creating .venv (the system Python does not take pip installs)"
+    if [ ! -x .venv/bin/python ]; then
+        say "creating .venv (the project's own Python environment)"
         python3 -m venv .venv
-        PY="$PWD/.venv/bin/python"
-    else
-        PY=$(command -v python3)
     fi
+    PY="$PWD/.venv/bin/python"
+    # Commands the tests start (opswatch, python) come from .venv too.
+    export PATH="$PWD/.venv/bin:$PATH"
 }
 
 # pip install -e takes seconds even with everything in place: skip it while pyproject.toml and
