@@ -298,11 +298,11 @@ def start_daemon() -> Iterator[StartDaemon]:
     `presync` runs a one-shot `opswatch sync` first, so that the start finds nothing to send;
     `settle` waits until the first reconcile is done and the daemon is watching.
     """
+    from opswatch.cli.sync import run_sync
     from opswatch.config import load_config
     from opswatch.daemon.run import build_daemon
     from opswatch.model import State
     from opswatch.paths import state_paths
-    from opswatch.sync.oneshot import run_sync
 
     running: list[tuple[Daemon, threading.Thread]] = []
 

@@ -19,6 +19,7 @@ done
 "$PY" -m ruff check "${lint_paths[@]}"
 "$PY" -m ruff format --check "${lint_paths[@]}"
 "$PY" -m mypy
+"$(dirname "$PY")/lint-imports" --no-cache
 
 status=0
 "$PY" -m pytest "$@" || status=$?

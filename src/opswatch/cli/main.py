@@ -14,9 +14,9 @@ import click
 from opswatch import __version__, logs
 from opswatch.cli import control as control_cli
 from opswatch.cli import rebuild as rebuild_cli
+from opswatch.cli import service
 from opswatch.cli.app import App, expected_errors, pass_app
 from opswatch.config import find_config
-from opswatch.service import units as service
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +74,7 @@ def run(app: App) -> None:
 @expected_errors
 def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
     """Make the remote match the local files the rules select, once."""
-    from opswatch.sync.oneshot import run_sync
+    from opswatch.cli.sync import run_sync
 
     sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
 
@@ -91,7 +91,7 @@ def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
 @expected_errors
 def trust(app: App, yes: bool, hash_names: bool | None) -> None:
     """Show the server's host key fingerprint and, once confirmed, add it to known_hosts."""
-    from opswatch.ssh.known_hosts import trust as run_trust
+    from opswatch.cli.trust import trust as run_trust
 
     sys.exit(run_trust(app.config, app.paths, yes=yes, hash_names=hash_names))
 

@@ -22,7 +22,7 @@ from opswatch.daemon.control import ControlServer, DaemonLock
 from opswatch.daemon.engine import Daemon
 from opswatch.daemon.notify import DesktopNotifier, Listener, StatusMonitor, service_status, summary
 from opswatch.paths import StatePaths
-from opswatch.service.units import agent_problem
+from opswatch.ssh.agent import agent_problem
 from opswatch.ssh.endpoint import resolve_endpoint
 from opswatch.ssh.remote import SshRemote
 

@@ -1,0 +1,73 @@
+"""``opswatch sync``: one reconcile pass, printed as a plan (``--dry-run``) or carried out."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from opswatch.config import Config
+from opswatch.model import Plan
+from opswatch.paths import StatePaths
+from opswatch.sync.oneshot import connected_syncer, plan_to_json, report_to_json
+from opswatch.sync.progress import progress_bar
+
+
+def print_plan(plan: Plan) -> None:
+    for upload in plan.uploads:
+        click.echo(f"upload    {upload.local} → {upload.remote}")
+    for remove in plan.removes:
+        click.echo(f"remove    {remove.remote}")
+    for conflict in plan.conflicts:
+        click.echo(f"conflict  {conflict.remote} changed on the server (sync --force overwrites)")
+    for skip in plan.skipped:
+        word = "refused" if skip.reason.startswith(("never", "symlink", "path")) else "skip"
+        click.echo(f"{word:<9} {skip.local} ({skip.reason})")
+    click.echo(
+        f"{len(plan.uploads)} to upload, {len(plan.removes)} to remove, "
+        f"{len(plan.conflicts)} conflicts, {len(plan.skipped)} skipped or refused"
+    )
+
+
+def run_sync(
+    config: Config, paths: StatePaths, *, dry_run: bool, force: bool, as_json: bool
+) -> int:
+    with connected_syncer(config, paths) as syncer:
+        plan, _index = syncer.plan_reconcile()
+        if force and plan.conflicts:
+            if not dry_run:
+                # --force overwrites what someone changed on the server: keep their copy first.
+                saved = syncer.save_remote_copies(plan.conflicts, paths.conflicts)
+                for conflict, copy in zip(plan.conflicts, saved, strict=True):
+                    click.echo(f"saved the server's {conflict.remote} as {copy}", err=True)
+            plan, _index = syncer.plan_reconcile(force=True)
+        if dry_run:
+            if as_json:
+                click.echo(json.dumps(plan_to_json(plan), indent=2))
+            else:
+                print_plan(plan)
+            return 0
+        total = len(plan.actions)
+        with progress_bar("syncing", total, enabled=not as_json) as advance:
+            report = syncer.execute(plan, progress=advance)
+    if as_json:
+        click.echo(json.dumps(report_to_json(report), indent=2))
+    else:
+        click.echo(
+            f"{len(report.uploaded)} uploaded, {len(report.removed)} removed, "
+            f"{len(report.failed) + len(report.refused)} failed, "
+            f"{len(report.conflicts)} conflicts"
+        )
+        for path, reason in {**report.failed, **report.refused}.items():
+            click.echo(f"error: {path}: {reason}", err=True)
+        for skip in plan.skipped:
+            if skip.reason.startswith("symlink"):  # a link out of the tree: say it was not read
+                click.echo(f"refused: {skip.local}: {skip.reason}", err=True)
+        for conflict in report.conflicts:
+            click.echo(
+                f"error: {conflict.remote} changed on the server; not overwritten "
+                "(opswatch sync --force overwrites it)",
+                err=True,
+            )
+    failed = report.failed or report.refused or report.conflicts
+    return 1 if failed else 0
