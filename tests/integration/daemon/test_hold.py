@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, opswatch
 
+from daemon_process import DaemonProcess, opswatch
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 from opswatch.local.gitstate import HeadWatch, find_git_dir

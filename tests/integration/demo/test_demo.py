@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from daemon_process import opswatch_command
 
+from daemon_process import opswatch_command
 from helpers import wait_until
 from opswatch.cli.main import cli
 from opswatch.demo.sshd import LocalSshd

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemon_process import opswatch
 
+from daemon_process import opswatch
 from opswatch.config import load_config
 from opswatch.demo.sshd import LocalSshd
 from opswatch.ssh.endpoint import resolve_endpoint

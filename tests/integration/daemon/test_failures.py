@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 import structlog
-from daemon_process import opswatch
-from engine_thread import EngineThread
 from structlog.testing import capture_logs
 from test_faults import RUNBOOKS, count_lost, landed, temp_files, write_files
 
 from conftest import MakeSshd, WriteConfig
+from daemon_process import opswatch
+from engine_thread import EngineThread
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd, find_sftp_server
 

@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_process import opswatch, opswatch_command
 
+from daemon_process import opswatch, opswatch_command
 from opswatch.config import parse_config
 from opswatch.demo.sshd import LocalSshd
 from opswatch.service.units import render_launchd, render_systemd
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:

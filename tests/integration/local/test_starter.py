@@ -8,9 +8,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from daemon_process import opswatch_command
 
 from conftest import toml_document
+from daemon_process import opswatch_command
 from opswatch.config import load_config
 from opswatch.demo.sshd import LocalSshd
 from opswatch.local.starter import candidate_ops_folders, repository_root

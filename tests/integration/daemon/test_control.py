@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, opswatch
 
+from daemon_process import DaemonProcess, opswatch
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 from opswatch.ssh.remote import is_temp_name

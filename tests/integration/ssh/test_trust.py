@@ -7,9 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from daemon_process import DaemonProcess, opswatch, opswatch_command
-
 from conftest import WriteConfig
+from daemon_process import DaemonProcess, opswatch, opswatch_command
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 from opswatch.ssh.known_hosts import hashed_name

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, opswatch
-from engine_thread import EngineThread, trust_through
 
 from conftest import WriteConfig
+from daemon_process import DaemonProcess, opswatch
+from engine_thread import EngineThread, trust_through
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 from opswatch.local import watcher as watcher_module
