@@ -90,23 +90,28 @@ def _summarize(target: Path, layout: Layout) -> None:
 
 
 @click.command()
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 @expected_errors
-def verify(app: App, as_json: bool) -> None:
+def verify(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     """Compare the server's copy of every synced file with the local one (sha256).
 
-    Exit 0 when every file matches, 1 when one differs or is missing on the server.
+    With PATHs (files or folders, relative to the current folder), only the files under them.
+    Exit 0 when every file matches, 1 when one differs, is missing on the server, or a PATH
+    names nothing the rules select.
     """
+    from opswatch.core.selection import parse_selection
     from opswatch.ssh.endpoint import resolve_endpoint
     from opswatch.ssh.remote import SshRemote
     from opswatch.sync.verify import verify as check
 
     config = app.config
+    only = parse_selection(paths, Path.cwd(), config.local_root)
     remote = SshRemote(resolve_endpoint(config.remote))
     remote.connect()
     try:
-        report = check(config, remote, show_progress=not as_json)
+        report = check(config, remote, show_progress=not as_json, only=only)
     finally:
         remote.close()
     if as_json:
@@ -126,6 +131,8 @@ def _print_report(report: VerifyReport) -> None:
             click.echo(f"{state:<8} {local:<{width}}  {remote}")
     for path, reason in report.unreadable_locally.items():
         click.echo(f"warning: {path}: cannot read: {reason}", err=True)
+    for path in report.unselected:
+        click.echo(f"error: {path}: no rule selects it", err=True)
     matching = report.checked - len(rows)
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:

@@ -67,16 +67,24 @@ def run(app: App) -> None:
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing.")
 @click.option("--force", is_flag=True, help="Overwrite files changed on the server (conflicts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan or result as JSON.")
 @pass_app
 @expected_errors
-def sync(app: App, dry_run: bool, force: bool, as_json: bool) -> None:
-    """Make the remote match the local files the rules select, once."""
-    from opswatch.cli.sync import run_sync
+def sync(app: App, paths: tuple[str, ...], dry_run: bool, force: bool, as_json: bool) -> None:
+    """Make the remote match the local files the rules select, once.
 
-    sys.exit(run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json))
+    With PATHs (files or folders, relative to the current folder, as git takes them), only the
+    files under them; a PATH that names nothing the rules select is an error (exit 1).
+    """
+    from opswatch.cli.sync import run_sync
+    from opswatch.core.selection import parse_selection
+
+    only = parse_selection(paths, Path.cwd(), app.config.local_root)
+    code = run_sync(app.config, app.paths, dry_run=dry_run, force=force, as_json=as_json, only=only)
+    sys.exit(code)
 
 
 @cli.command()

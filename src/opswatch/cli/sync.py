@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import click
 
 from opswatch.config import Config
+from opswatch.core.selection import EVERYTHING, Selection
+from opswatch.local.scan import LocalIndex
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
 from opswatch.sync.oneshot import connected_syncer, plan_to_json, report_to_json
@@ -30,23 +33,32 @@ def print_plan(plan: Plan) -> None:
 
 
 def run_sync(
-    config: Config, paths: StatePaths, *, dry_run: bool, force: bool, as_json: bool
+    config: Config,
+    paths: StatePaths,
+    *,
+    dry_run: bool,
+    force: bool,
+    as_json: bool,
+    only: Selection = EVERYTHING,
 ) -> int:
     with connected_syncer(config, paths) as syncer:
-        plan, _index = syncer.plan_reconcile()
+        plan, index = syncer.plan_reconcile(only=only)
+        unselected = only.unmatched(_looked_at(plan, index))
+        for path in unselected:
+            click.echo(f"error: {path}: no rule selects it", err=True)
         if force and plan.conflicts:
             if not dry_run:
                 # --force overwrites what someone changed on the server: keep their copy first.
                 saved = syncer.save_remote_copies(plan.conflicts, paths.conflicts)
                 for conflict, copy in zip(plan.conflicts, saved, strict=True):
                     click.echo(f"saved the server's {conflict.remote} as {copy}", err=True)
-            plan, _index = syncer.plan_reconcile(force=True)
+            plan, _index = syncer.plan_reconcile(force=True, only=only)
         if dry_run:
             if as_json:
                 click.echo(json.dumps(plan_to_json(plan), indent=2))
             else:
                 print_plan(plan)
-            return 0
+            return 1 if unselected else 0
         total = len(plan.actions)
         with progress_bar("syncing", total, enabled=not as_json) as advance:
             report = syncer.execute(plan, progress=advance)
@@ -69,5 +81,12 @@ def run_sync(
                 "(opswatch sync --force overwrites it)",
                 err=True,
             )
-    failed = report.failed or report.refused or report.conflicts
+    failed = report.failed or report.refused or report.conflicts or unselected
     return 1 if failed else 0
+
+
+def _looked_at(plan: Plan, index: LocalIndex) -> Iterator[str]:
+    """Every local path the pass considered: routed files, refusals, and deletes it planned."""
+    yield from index.files
+    yield from (skip.local for skip in index.refused)
+    yield from (action.local for action in plan.actions)

@@ -18,6 +18,7 @@ import structlog
 from opswatch.config import Config
 from opswatch.core.plan import plan
 from opswatch.core.rules import Router, Verdict
+from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import LocalIndex, local_file, scan
 from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
@@ -49,10 +50,19 @@ class Syncer:
 
     # -- planning --------------------------------------------------------------------------
 
-    def plan_reconcile(self, *, force: bool = False) -> tuple[Plan, LocalIndex]:
-        """Every routed local file and every file the manifest knows, against the server."""
+    def plan_reconcile(
+        self, *, force: bool = False, only: Selection = EVERYTHING
+    ) -> tuple[Plan, LocalIndex]:
+        """Every routed local file and every file the manifest knows, against the server;
+        with ``only``, just those under the named paths."""
         index = scan(self.config.local_root, self.router, self.folders)
         manifest = self.manifest.all()
+        if not only.everything:
+            index = LocalIndex(
+                {p: f for p, f in index.files.items() if p in only},
+                [s for s in index.refused if s.local in only],
+            )
+            manifest = {r: e for r, e in manifest.items() if e.local in only}
         targets = [t for p in index.files for t in self.router.decide(p).targets]
         targets += list(manifest)
         remote, stale = self._list_remote(targets)

@@ -18,6 +18,7 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.core.rules import Router
+from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileError
 from opswatch.local.scan import read_ignore_files, scan
 from opswatch.ssh.remote import SshRemote
@@ -50,12 +51,13 @@ class VerifyReport:
     differ: list[tuple[Target, str]] = field(default_factory=list)  # (target, remote sha256)
     missing: list[Target] = field(default_factory=list)
     unreadable_locally: dict[str, str] = field(default_factory=dict)
+    unselected: list[str] = field(default_factory=list)  # named paths no rule selects
     hashed_remotely: int = 0
     read_over_sftp: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.differ and not self.missing
+        return not self.differ and not self.missing and not self.unselected
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -68,6 +70,7 @@ class VerifyReport:
             ],
             "missing": [{"path": t.local, "remote": t.remote} for t in self.missing],
             "unreadable_locally": self.unreadable_locally,
+            "unselected": self.unselected,
             "hashed_remotely": self.hashed_remotely,
             "read_over_sftp": self.read_over_sftp,
         }
@@ -146,14 +149,18 @@ def parse_sha256sum_z(output: str) -> dict[str, str]:
 # -- the check -----------------------------------------------------------------------------
 
 
-def local_targets(config: Config, report: VerifyReport) -> list[Target]:
-    """Every (routed local file, remote path) pair, with the local file's sha256."""
+def local_targets(
+    config: Config, report: VerifyReport, only: Selection = EVERYTHING
+) -> list[Target]:
+    """Every (routed local file, remote path) pair under ``only``, with the local sha256."""
     router = Router.from_config(
         config, read_ignore_files(config.local_root, config.watched_folders)
     )
     index = scan(config.local_root, router, config.watched_folders)
     targets = []
     for path, info in index.files.items():
+        if path not in only:
+            continue
         try:
             digest = file_sha256(config.local_root / path)
         except OSError as exc:
@@ -224,10 +231,18 @@ def remote_hashes(
     return found
 
 
-def verify(config: Config, remote: SshRemote, *, show_progress: bool = True) -> VerifyReport:
-    """Hash both sides of every routed file; ``remote`` is connected and stays so."""
+def verify(
+    config: Config,
+    remote: SshRemote,
+    *,
+    show_progress: bool = True,
+    only: Selection = EVERYTHING,
+) -> VerifyReport:
+    """Hash both sides of every routed file (under ``only``); ``remote`` is connected and stays
+    so."""
     report = VerifyReport()
-    targets = local_targets(config, report)
+    targets = local_targets(config, report, only)
+    report.unselected = only.unmatched(t.local for t in targets)
     report.checked = len(targets)
     with progress_bar("verifying", len(targets), enabled=show_progress) as advance:
         found = remote_hashes(remote, config.remote.root, targets, report, advance)
