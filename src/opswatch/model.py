@@ -164,6 +164,7 @@ class Status:
     rebuilds: tuple[RebuildResult, ...] = ()
     conflicts: tuple[str, ...] = ()
     held_paths: tuple[str, ...] = ()
+    build_gaps: tuple[dict[str, object], ...] = ()  # sources a build needs the server lacks
     pid: int = 0
     config: str = ""
     extra: dict[str, object] = field(default_factory=dict)
@@ -192,6 +193,7 @@ class Status:
             "conflicts": list(self.conflicts),
             "held": len(self.held_paths),
             "held_paths": list(self.held_paths),
+            "build_gaps": list(self.build_gaps),
             "pid": self.pid,
             "config": self.config,
             **self.extra,

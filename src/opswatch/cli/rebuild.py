@@ -20,6 +20,7 @@ def run_rebuild(config: Config, services: tuple[str, ...]) -> list[RebuildResult
     from opswatch.core.compose import valid_service_name
     from opswatch.core.rules import Router
     from opswatch.errors import LocalFileError, UsageError
+    from opswatch.local.builds import SourceCheck
     from opswatch.rebuild.deploy import ComposeView, Deployer, Work, unknown_services
     from opswatch.ssh.endpoint import resolve_endpoint
     from opswatch.ssh.remote import SshRemote
@@ -27,7 +28,8 @@ def run_rebuild(config: Config, services: tuple[str, ...]) -> list[RebuildResult
     bad = [s for s in services if not valid_service_name(s)]
     if bad:
         raise UsageError(f"{bad[0]!r} is not a compose service name")
-    view = ComposeView(config, Router.from_config(config).targets)
+    router = Router.from_config(config)
+    view = ComposeView(config, router.targets)
     try:
         unknown = unknown_services(view.project(), services)
     except LocalFileError:
@@ -38,7 +40,9 @@ def run_rebuild(config: Config, services: tuple[str, ...]) -> list[RebuildResult
     remote = SshRemote(resolve_endpoint(config.remote))
     remote.connect()
     try:
-        return Deployer(view, remote.run).deploy(Work(tuple(dict.fromkeys(services))))
+        check = SourceCheck(config, router, remote.stat_many)
+        deployer = Deployer(view, remote.run, preflight=check.before_build)
+        return deployer.deploy(Work(tuple(dict.fromkeys(services))))
     finally:
         remote.close()
 

@@ -97,6 +97,7 @@ class Daemon:
         self.debouncer = Debouncer(sync.debounce_ms / 1000, sync.max_delay_ms / 1000)
         self.after_batch: list[AfterBatch] = []  # rebuilds plug in here, on the engine thread
         self.rebuilds: dict[str, RebuildResult] = {}  # last result per service, for status
+        self.build_gaps: tuple[dict[str, object], ...] = ()  # set by an after_batch hook
         self.watcher = (
             Watcher(config.local_root, config.watched_folders, self.events) if watch else None
         )
@@ -526,6 +527,7 @@ class Daemon:
             rebuilds=tuple(self.rebuilds.values()),
             conflicts=self._conflicts,
             held_paths=self.held.paths if self.held else (),
+            build_gaps=self.build_gaps,
             pid=os.getpid(),
             config=str(self.config.source),
             extra=dict(self._extra),

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,12 +28,22 @@ from opswatch.ssh.agent import agent_problem
 from opswatch.ssh.endpoint import resolve_endpoint
 from opswatch.ssh.remote import SshRemote
 
+if TYPE_CHECKING:
+    from opswatch.core.builds import BuildGap
+
 log = structlog.get_logger("opswatch.run")
 
 
 def build_daemon(config: Config, paths: StatePaths) -> Daemon:
     remote = SshRemote(resolve_endpoint(config.remote))
     daemon = Daemon(config, paths.ensure(), remote)
+    if config.rebuild.compose_file is not None:
+        from opswatch.rebuild.sources import BuildGapWatch
+
+        def publish(gaps: Sequence[BuildGap]) -> None:
+            daemon.build_gaps = tuple(gap.to_json() for gap in gaps)
+
+        daemon.after_batch.append(BuildGapWatch(config, daemon.router, remote.stat_many, publish))
     if config.rebuild.mode == "auto":
         from opswatch.rebuild.worker import attach_rebuilds
 

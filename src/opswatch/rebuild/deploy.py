@@ -22,6 +22,7 @@ from typing import Protocol
 import structlog
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildNeeds
 from opswatch.core.compose import (
     APPLY,
     Affected,
@@ -29,12 +30,10 @@ from opswatch.core.compose import (
     ComposeProject,
     affected,
     compose_file_env,
-    compose_target,
-    load_compose,
-    read_project,
     valid_service_name,
 )
 from opswatch.errors import LocalFileError, UsageError
+from opswatch.local.builds import compose_remote, read_compose_project, read_needs
 from opswatch.model import RebuildResult
 from opswatch.rebuild.health import check_health
 from opswatch.ssh.commands import CommandResult
@@ -51,6 +50,7 @@ class CommandRunner(Protocol):
 
 
 HealthCheck = Callable[[str, float], tuple[bool, str]]
+Preflight = Callable[[str], str | None]  # service → what its build would miss, or None
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,7 @@ class ComposeView:
         self.compose_dir = posixpath.join(config.remote.root, rebuild.compose_dir)
         self.when = {s.name: s.when for s in rebuild.services if s.when}
         self.health = {s.name: s.health for s in rebuild.services if s.health}
-        compose = rebuild.compose_file
-        self.compose_remote = None
-        if compose is not None:
-            fallback = posixpath.join(self.compose_dir, posixpath.basename(compose))
-            self.compose_remote = compose_target(targets(compose), self.compose_dir) or fallback
+        self.compose_remote = compose_remote(config, targets)
 
     @property
     def compose_file_env(self) -> str | None:
@@ -90,16 +86,11 @@ class ComposeView:
 
     def project(self) -> ComposeProject:
         """The compose file's services; without one, the services the config names."""
-        compose = self.config.rebuild.compose_file
-        if compose is None or self.compose_remote is None:
-            names = tuple(s.name for s in self.config.rebuild.services)
-            return ComposeProject("", names)
-        path = self.config.local_root / compose
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LocalFileError(f"{compose}: cannot read: {exc.strerror or exc}") from exc
-        return read_project(load_compose(text, compose), self.compose_remote)
+        return read_compose_project(self.config, self.targets)
+
+    def needs(self, project: ComposeProject) -> list[BuildNeeds]:
+        """What each build copies from its context (its Dockerfile read afresh)."""
+        return read_needs(self.config, self.targets, project)
 
     def affected(self, paths: Iterable[str]) -> Affected:
         changed = [ChangedFile(p, self.targets(p)) for p in paths]
@@ -119,6 +110,7 @@ class ComposeView:
             compose_dir=self.compose_dir,
             compose_local=compose_local,
             when=self.when,
+            needs=self.needs(project),
         )
 
     def command(self, template: str, service: str | None = None) -> str:
@@ -145,10 +137,12 @@ class Deployer:
         *,
         health: HealthCheck = check_health,
         wall: Callable[[], float] = time.time,
+        preflight: Preflight | None = None,
     ) -> None:
         self.view = view
         self.run = run
         self.health = health
+        self.preflight = preflight
         self.wall = wall
         self.rebuild = view.config.rebuild
 
@@ -167,6 +161,11 @@ class Deployer:
         return results
 
     def _service(self, service: str) -> RebuildResult:
+        missing = self.preflight(service) if self.preflight is not None else None
+        if missing is not None:
+            # Fail here, naming the files, rather than minutes later inside `docker compose build`.
+            log.warning("rebuild_sources_missing", service=service, detail=missing)
+            return self.result(service, False, missing)
         for step, template in (("build", self.rebuild.build), ("up", self.rebuild.up)):
             failure = self._step(service, step, self.view.command(template, service))
             if failure is not None:

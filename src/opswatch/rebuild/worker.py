@@ -17,7 +17,10 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.core.compose import APPLY
+from opswatch.core.rules import Router
 from opswatch.errors import ConnectError, OpswatchError
+from opswatch.local.builds import SourceCheck
+from opswatch.local.scan import read_ignore_files
 from opswatch.model import RebuildResult, State
 from opswatch.rebuild.deploy import ComposeView, Deployer, Work
 
@@ -168,7 +171,13 @@ class RebuildHook:
 def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
     """Wire rebuilds into ``daemon``: a hook after each batch, a worker on its transport."""
     view = ComposeView(daemon.config, daemon.router.targets)
-    deployer = Deployer(view, remote.run)
+    # The worker's own router (its memo is not shared across threads) and own SFTP channel.
+    config = daemon.config
+    router = Router.from_config(
+        config, read_ignore_files(config.local_root, config.watched_folders)
+    )
+    check = SourceCheck(config, router, remote.stat_apart)
+    deployer = Deployer(view, remote.run, preflight=check.before_build)
 
     def held() -> bool:
         status = daemon.status()

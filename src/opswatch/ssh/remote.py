@@ -201,6 +201,27 @@ class SshRemote:
             self.close()
             raise
 
+    def stat_apart(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
+        """``stat_many`` on an SFTP channel of its own, closed afterwards: for a thread other
+        than the engine's (the rebuild worker), since paramiko's SFTPClient is not thread-safe
+        while the transport is."""
+        from opswatch.ssh.wire import stat_many
+
+        where = self.endpoint.describe()
+        try:
+            sftp = paramiko.SFTPClient.from_transport(self.transport)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
+        if sftp is None:
+            raise ConnectError(f"sftp session with {where} failed")
+        try:
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(self.timeout * 3)
+            return stat_many(sftp, paths, where)
+        finally:
+            sftp.close()
+
     def list_folder(self, folder: str) -> dict[str, RemoteFile]:
         """Regular files directly in ``folder`` by name; a missing folder is empty."""
         try:
