@@ -99,7 +99,8 @@ def verify(app: App, paths: tuple[str, ...], as_json: bool) -> None:
 
     With PATHs (files or folders, relative to the current folder), only the files under them.
     Exit 0 when every file matches, 1 when one differs, is missing on the server, or a PATH
-    names nothing the rules select.
+    names nothing the rules select; without PATHs, also when a build would miss a source its
+    Dockerfile copies.
     """
     from opswatch.core.selection import parse_selection
     from opswatch.ssh.endpoint import resolve_endpoint
@@ -133,6 +134,8 @@ def _print_report(report: VerifyReport) -> None:
         click.echo(f"warning: {path}: cannot read: {reason}", err=True)
     for path in report.unselected:
         click.echo(f"error: {path}: no rule selects it", err=True)
+    for gap in report.build_gaps:
+        click.echo(f"GAP      {gap.message}")
     matching = report.checked - len(rows)
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:
@@ -140,4 +143,5 @@ def _print_report(report: VerifyReport) -> None:
     click.echo(
         f"{report.checked} checked: {matching} match, {len(report.differ)} differ, "
         f"{len(report.missing)} missing ({how})"
+        + (f"; {len(report.build_gaps)} build sources missing" if report.build_gaps else "")
     )

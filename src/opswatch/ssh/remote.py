@@ -111,6 +111,7 @@ class SshRemote:
         self.stall_s = stall_s
         self._link: Link | None = None
         self._folders: set[str] = set()  # remote folders known to exist on this connection
+        self._apart: paramiko.SFTPClient | None = None  # stat_apart's channel
 
     # -- connection -------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class SshRemote:
         if self._link is not None:
             self._link.close()
         self._link = None
+        self._apart = None  # went with the transport
         self._folders.clear()
 
     @property
@@ -202,25 +204,25 @@ class SshRemote:
             raise
 
     def stat_apart(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
-        """``stat_many`` on an SFTP channel of its own, closed afterwards: for a thread other
-        than the engine's (the rebuild worker), since paramiko's SFTPClient is not thread-safe
-        while the transport is."""
+        """``stat_many`` on an SFTP channel of its own: for one thread other than the engine's
+        (the rebuild worker), since paramiko's SFTPClient is not thread-safe while the transport
+        is. The channel stays open for the connection's life: closing it and opening the next
+        exec channel at once can hand the new channel the old one's number before the server's
+        close arrives, and that close then ends the new channel."""
         from opswatch.ssh.wire import stat_many
 
         where = self.endpoint.describe()
-        try:
-            sftp = paramiko.SFTPClient.from_transport(self.transport)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
-        if sftp is None:
-            raise ConnectError(f"sftp session with {where} failed")
-        try:
-            channel = sftp.get_channel()
+        if self._apart is None:
+            try:
+                self._apart = paramiko.SFTPClient.from_transport(self.transport)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
+            if self._apart is None:
+                raise ConnectError(f"sftp session with {where} failed")
+            channel = self._apart.get_channel()
             if channel is not None:
                 channel.settimeout(self.timeout * 3)
-            return stat_many(sftp, paths, where)
-        finally:
-            sftp.close()
+        return stat_many(self._apart, paths, where)
 
     def list_folder(self, folder: str) -> dict[str, RemoteFile]:
         """Regular files directly in ``folder`` by name; a missing folder is empty."""

@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
+from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files
 from opswatch.model import Plan
@@ -51,3 +53,8 @@ def report_to_json(report: PassReport) -> dict[str, object]:
         "refused": report.refused,
         "conflicts": [c.remote for c in report.conflicts],
     }
+
+
+def build_gaps(syncer: Syncer) -> list[BuildGap]:
+    """Sources the builds copy that the server lacks and no rule sends (after this pass)."""
+    return SourceCheck(syncer.config, syncer.router, syncer.remote.stat_many).gaps()

@@ -17,9 +17,11 @@ from pathlib import Path
 import structlog
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileError
+from opswatch.local.builds import SourceCheck
 from opswatch.local.scan import read_ignore_files, scan
 from opswatch.ssh.remote import SshRemote
 from opswatch.sync.progress import progress_bar
@@ -54,10 +56,11 @@ class VerifyReport:
     unselected: list[str] = field(default_factory=list)  # named paths no rule selects
     hashed_remotely: int = 0
     read_over_sftp: int = 0
+    build_gaps: list[BuildGap] = field(default_factory=list)  # a build would miss these
 
     @property
     def ok(self) -> bool:
-        return not self.differ and not self.missing and not self.unselected
+        return not self.differ and not self.missing and not self.unselected and not self.build_gaps
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -73,6 +76,7 @@ class VerifyReport:
             "unselected": self.unselected,
             "hashed_remotely": self.hashed_remotely,
             "read_over_sftp": self.read_over_sftp,
+            "build_gaps": [gap.to_json() for gap in self.build_gaps],
         }
 
 
@@ -252,11 +256,16 @@ def verify(
             report.missing.append(target)
         elif there != target.sha256:
             report.differ.append((target, there))
+    if only.everything:  # a check of named paths is about them, not about the builds
+        ignore_files = read_ignore_files(config.local_root, config.watched_folders)
+        router = Router.from_config(config, ignore_files)
+        report.build_gaps = SourceCheck(config, router, remote.stat_many).gaps()
     log.info(
         "verified",
         checked=report.checked,
         differ=len(report.differ),
         missing=len(report.missing),
+        build_gaps=len(report.build_gaps),
         hashed_remotely=report.hashed_remotely,
         read_over_sftp=report.read_over_sftp,
     )
