@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from test_init import aim_at, init
 
 from conftest import SEED_RULES, StartDaemon
 from helpers import wait_until
 from opswatch.cli.main import cli
+from opswatch.config import load_config
 from opswatch.daemon.engine import Daemon
 from opswatch.demo.sshd import LocalSshd
 from opswatch.rebuild.worker import RebuildHook
@@ -206,3 +208,33 @@ def test_a_never_listed_source_stays_refused_and_the_gap_says_why(
     rebuilt = opswatch(config, "rebuild", "demo")
     assert rebuilt.exit_code == 1 and "opswatch never sends it" in rebuilt.output
     assert docker.calls() == []
+
+
+def test_init_writes_rules_that_bring_every_build_its_sources(
+    sourced: Path, sshd_server: LocalSshd, remote_root: Path, tmp_path: Path, docker: DockerStub
+) -> None:
+    (sourced / SOURCES / ".env").write_text("CODA_TOKEN=secret\n")
+    done = init(sourced, "--host", "droplet", "--remote-root", "/root/portfolio")
+    assert done.returncode == 0, done.stderr
+    assert f"{SOURCES}/  → {SOURCES}/  (build sources)" in done.stdout
+    assert f"      for {GATEWAY}: COPY {PACKAGE}" in done.stdout
+    config = sourced / "opswatch.toml"
+    text = config.read_text()
+    assert f"# for {GATEWAY}: COPY {SOURCES}/\n[[rule]]\n" in text
+    rule = next(r for r in load_config(config).rules if r.source == SOURCES)
+    assert (rule.match, rule.to) == (None, (SOURCES,))
+
+    aim_at(config, sshd_server, remote_root, tmp_path)
+    synced = opswatch(config, "sync", "--json")
+    assert synced.exit_code == 0, synced.output
+    assert json.loads(synced.stdout)["build_gaps"] == []
+    assert (remote_root / PACKAGE).is_file() and (remote_root / SOURCES / "index.ts").is_file()
+    assert not (remote_root / SOURCES / ".env").exists()
+    rebuilt = opswatch(config, "rebuild", GATEWAY, "demo")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert docker.calls() == [
+        f"compose build {GATEWAY}",
+        f"compose up -d {GATEWAY}",
+        "compose build demo",
+        "compose up -d demo",
+    ]

@@ -79,6 +79,13 @@ def _summarize(target: Path, layout: Layout) -> None:
         click.echo(f"  {ops}: {' '.join(layout.compose_files)}  → ops/")
     picked = dockerfile_patterns(layout.dockerfiles) + [f + "/" for f in layout.folders]
     click.echo(f"  {ops}: {' '.join(picked)}  → {ops}")
+    for rule in layout.sources.rules:
+        shown = " ".join(rule.match) if rule.match else ""
+        click.echo(f"  {rule.source}/ {shown}".rstrip() + f"  → {rule.to}/  (build sources)")
+        for why in rule.why:
+            click.echo(f"      for {why}")
+    for note in layout.sources.notes:
+        click.echo(f"  no rule: {note}")
     if layout.refused:
         click.echo(f"  stays here (never): {' '.join(layout.refused)}")
     if layout.services:
