@@ -14,6 +14,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from integration_seed import (
+    COMPOSE,
+    GATEWAY,
+    PACKAGE,
+    SOURCE_RULE,
+    SOURCES,
+    DockerRecorder,
+    add_sources,
+    recording_docker,
+)
 from test_init import aim_at, init
 
 from conftest import SEED_RULES, StartDaemon
@@ -24,60 +34,17 @@ from opswatch.daemon.engine import Daemon
 from opswatch.demo.sshd import LocalSshd
 from opswatch.rebuild.worker import RebuildHook
 
-GATEWAY = "coda-mcp-gateway"
-COMPOSE = "docs/ops/docker-compose.production.yml"
-SOURCES = "integrations/mcp/servers/coda/src"
-PACKAGE = f"{SOURCES}/package.json"
-GATEWAY_DOCKERFILE = f"""\
-# syntax=docker/dockerfile:1
-FROM node:20-slim AS build
-WORKDIR /app
-COPY {PACKAGE} ./
-RUN npm ci
-COPY --chown=node:node {SOURCES}/ ./src/
-RUN npm run build
-FROM node:20-slim
-COPY --from=build /app/dist /app/dist
-CMD ["node", "/app/dist/index.js"]
-"""
-SOURCE_RULE = {"from": SOURCES, "to": SOURCES}
 GAP = f"{GATEWAY}: COPY {PACKAGE}: not on the server and no rule sends it"
 
 
-class DockerStub:
-    """`docker` on the server's PATH that records its arguments, one line per call."""
-
-    def __init__(self, remote_bin: Path, log: Path) -> None:
-        self.path = remote_bin / "docker"
-        self.log = log
-        self.path.write_text(f"#!/bin/sh\necho \"$*\" >> '{log}'\n")
-        self.path.chmod(0o755)
-
-    def calls(self) -> list[str]:
-        return self.log.read_text().splitlines() if self.log.exists() else []
-
-
 @pytest.fixture
-def docker(remote_bin: Path, tmp_path: Path) -> Iterator[DockerStub]:
-    stub = DockerStub(remote_bin, tmp_path / "docker.log")
-    yield stub
-    stub.path.unlink(missing_ok=True)  # the session's sshd is shared
+def recorded_docker(remote_bin: Path, tmp_path: Path) -> Iterator[DockerRecorder]:
+    yield from recording_docker(remote_bin, tmp_path)
 
 
 @pytest.fixture
 def sourced(repo: Path) -> Path:
-    """The seed repository with the gateway's sources and its Dockerfile as the issue has it."""
-    files = {
-        PACKAGE: '{"name": "coda-mcp-gateway"}\n',
-        f"{SOURCES}/index.ts": "export const hello = 1;\n",
-        "integrations/mcp/servers/coda/README.md": "not copied by any Dockerfile\n",
-        "docs/ops/Dockerfile.coda-mcp-gateway": GATEWAY_DOCKERFILE,
-    }
-    for relative, content in files.items():
-        path = repo / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    return repo
+    return add_sources(repo)
 
 
 @pytest.fixture
@@ -105,7 +72,7 @@ def test_editing_a_copied_source_rebuilds_exactly_its_service(
     remote_root: Path,
     configure: Callable[..., Path],
     start_daemon: StartDaemon,
-    docker: DockerStub,
+    recorded_docker: DockerRecorder,
 ) -> None:
     config = configure(rules=[*SEED_RULES, SOURCE_RULE])
     daemon = start_daemon(config, presync=True)
@@ -114,20 +81,20 @@ def test_editing_a_copied_source_rebuilds_exactly_its_service(
     wait_until(lambda: daemon.status().rebuilds, 30)
     wait_until(idle(daemon, 1))
     assert (remote_root / SOURCES / "index.ts").read_text() == "export const hello = 2;\n"
-    assert docker.calls() == [f"compose build {GATEWAY}", f"compose up -d {GATEWAY}"]
+    assert recorded_docker.calls() == [f"compose build {GATEWAY}", f"compose up -d {GATEWAY}"]
     (result,) = daemon.status().rebuilds
     assert (result.service, result.ok) == (GATEWAY, True)
 
     # A runbook is what the demo's Dockerfile copies: it rebuilds the demo, and only it.
     (sourced / "docs/ops/runbooks/deploy.md").write_text("# Deploy\n\nchanged\n")
-    wait_until(lambda: len(docker.calls()) == 4, 30)
+    wait_until(lambda: len(recorded_docker.calls()) == 4, 30)
     wait_until(idle(daemon, 2))
-    assert docker.calls()[2:] == ["compose build demo", "compose up -d demo"]
+    assert recorded_docker.calls()[2:] == ["compose build demo", "compose up -d demo"]
 
     # A file under the sources' folder that no Dockerfile copies rebuilds nothing.
     (sourced / "docs/ops/quality_gates/check.sh").write_text("#!/bin/sh\necho changed\n")
     wait_until(idle(daemon, 3))
-    assert len(docker.calls()) == 4
+    assert len(recorded_docker.calls()) == 4
 
 
 def test_a_source_no_rule_sends_is_a_gap_everywhere_and_fails_the_build_fast(
@@ -135,7 +102,7 @@ def test_a_source_no_rule_sends_is_a_gap_everywhere_and_fails_the_build_fast(
     remote_root: Path,
     configure: Callable[..., Path],
     start_daemon: StartDaemon,
-    docker: DockerStub,
+    recorded_docker: DockerRecorder,
 ) -> None:
     config = configure(rules=SEED_RULES)  # nothing sends integrations/…
 
@@ -157,7 +124,7 @@ def test_a_source_no_rule_sends_is_a_gap_everywhere_and_fails_the_build_fast(
     rebuilt = opswatch(config, "rebuild", GATEWAY)
     assert rebuilt.exit_code == 1
     assert f"{GATEWAY}: FAILED: {GAP}" in rebuilt.output.splitlines()
-    assert docker.calls() == []
+    assert recorded_docker.calls() == []
 
     daemon = start_daemon(config)
     wait_until(lambda: len(daemon.status().to_json()["build_gaps"]) == 2)  # type: ignore[arg-type]
@@ -168,7 +135,7 @@ def test_a_source_no_rule_sends_is_a_gap_everywhere_and_fails_the_build_fast(
     wait_until(lambda: daemon.status().rebuilds, 30)
     (result,) = daemon.status().rebuilds
     assert not result.ok and result.detail.splitlines()[0] == GAP
-    assert docker.calls() == []
+    assert recorded_docker.calls() == []
     assert not (remote_root / SOURCES).exists()
 
     # On the server already (a clone, say): not a gap, and the build goes ahead.
@@ -176,13 +143,13 @@ def test_a_source_no_rule_sends_is_a_gap_everywhere_and_fails_the_build_fast(
     (remote_root / PACKAGE).write_text("{}\n")
     assert json.loads(opswatch(config, "sync", "--json").stdout)["build_gaps"] == []
     assert opswatch(config, "rebuild", GATEWAY).exit_code == 0
-    assert docker.calls() == [f"compose build {GATEWAY}", f"compose up -d {GATEWAY}"]
+    assert recorded_docker.calls() == [f"compose build {GATEWAY}", f"compose up -d {GATEWAY}"]
 
 
 def test_a_never_listed_source_stays_refused_and_the_gap_says_why(
     sourced: Path,
     configure: Callable[..., Path],
-    docker: DockerStub,
+    recorded_docker: DockerRecorder,
 ) -> None:
     (sourced / "docs/ops/Dockerfile.demo").write_text(
         "FROM nginx:alpine\nCOPY docs/ops/certs/site.pem /etc/ssl/site.pem\n"
@@ -207,11 +174,15 @@ def test_a_never_listed_source_stays_refused_and_the_gap_says_why(
     }
     rebuilt = opswatch(config, "rebuild", "demo")
     assert rebuilt.exit_code == 1 and "opswatch never sends it" in rebuilt.output
-    assert docker.calls() == []
+    assert recorded_docker.calls() == []
 
 
 def test_init_writes_rules_that_bring_every_build_its_sources(
-    sourced: Path, sshd_server: LocalSshd, remote_root: Path, tmp_path: Path, docker: DockerStub
+    sourced: Path,
+    sshd_server: LocalSshd,
+    remote_root: Path,
+    tmp_path: Path,
+    recorded_docker: DockerRecorder,
 ) -> None:
     (sourced / SOURCES / ".env").write_text("CODA_TOKEN=secret\n")
     done = init(sourced, "--host", "droplet", "--remote-root", "/root/portfolio")
@@ -232,7 +203,7 @@ def test_init_writes_rules_that_bring_every_build_its_sources(
     assert not (remote_root / SOURCES / ".env").exists()
     rebuilt = opswatch(config, "rebuild", GATEWAY, "demo")
     assert rebuilt.exit_code == 0, rebuilt.output
-    assert docker.calls() == [
+    assert recorded_docker.calls() == [
         f"compose build {GATEWAY}",
         f"compose up -d {GATEWAY}",
         "compose build demo",
