@@ -88,6 +88,7 @@ def propose_source_rules(root: Path, needs: list[BuildNeeds], ops_rules: list[Ru
     wanted: dict[tuple[str, tuple[str, ...] | None], list[str]] = {}
     notes: list[str] = []
     for need in needs:
+        notes += [f"{need.service}: {n.reason}; not analysed" for n in need.not_analysed]
         for source in need.sources:
             label = f"{need.service}: {source.label}"
             folder, match = _proposal(need, source)
