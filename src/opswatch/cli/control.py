@@ -126,6 +126,9 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     if status.get("conflicts"):
         conflicts = status["conflicts"]
         lines.append(f"conflicts:   {_paths(conflicts, len(conflicts))} (`opswatch sync --force`)")
+    for gap in status.get("build_gaps", []):
+        source = f"{gap.get('instruction', 'COPY')} {gap.get('source')}"
+        lines.append(f"build gap:   {gap.get('service')}: {source}: {gap.get('reason', '')}")
     return "\n".join(lines)
 
 

@@ -93,6 +93,14 @@ def test_human_status_shows_errors_rebuilds_conflicts_held_and_pause_end() -> No
             conflicts=["/root/portfolio/ops/docker-compose.production.yml"],
             held=2,
             held_paths=["a", "b"],
+            build_gaps=[
+                {
+                    "service": "coda-mcp-gateway",
+                    "source": "src/package.json",
+                    "instruction": "COPY",
+                    "reason": "not on the server and no rule sends it",
+                }
+            ],
         ),
         NOW,
     )
@@ -102,6 +110,8 @@ def test_human_status_shows_errors_rebuilds_conflicts_held_and_pause_end() -> No
     assert "rebuild:     demo FAILED at" in text and "build failed: exit 1" in text
     assert "conflicts:   /root/portfolio/ops/docker-compose.production.yml" in text
     assert "held:        2 file(s) waiting for `opswatch flush`: a, b" in text
+    gap = "coda-mcp-gateway: COPY src/package.json: not on the server and no rule sends it"
+    assert f"build gap:   {gap}" in text
 
 
 # -- the control protocol against a stand-in daemon ----------------------------------------------
