@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from integration_seed import (
+
+from build_seed import (
     GATEWAY,
     PACKAGE,
     SOURCE_RULE,
@@ -28,11 +29,10 @@ from integration_seed import (
     add_sources,
     recording_docker,
 )
-
 from conftest import SEED_RULES
 from opswatch.demo.sshd import LocalSshd
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "ci.md"
 EXPRESSION = re.compile(r"\$\{\{\s*([\w.]+)\s*\}\}")
 
 

@@ -1,9 +1,16 @@
-"""The seed with its gateway's build sources (the issue's Dockerfile), and a recording `docker`."""
+"""The seed with its gateway's build sources (`context: ..`, `COPY integrations/…/package.json`),
+a `docker` on the server's PATH that records its calls, and `opswatch init` aimed at the sshd."""
 
 from __future__ import annotations
 
+import subprocess
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+
+from conftest import toml_document
+from daemon_process import opswatch_command
+from opswatch.demo.sshd import LocalSshd
 
 GATEWAY = "coda-mcp-gateway"
 COMPOSE = "docs/ops/docker-compose.production.yml"
@@ -57,3 +64,32 @@ def add_sources(repo: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
     return repo
+
+
+def run_init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*opswatch_command(), "init", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def aim_at(config: Path, sshd: LocalSshd, remote_root: Path, tmp_path: Path) -> None:
+    """Point a written config at the test's sshd, keeping everything else it says."""
+    doc = tomllib.loads(config.read_text())
+    empty = tmp_path / "ssh_config.empty"
+    empty.touch()
+    doc["remote"].update(
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        root=str(remote_root),
+        known_hosts=str(sshd.known_hosts),
+        identity_file=str(sshd.client_key),
+        ssh_config=str(empty),
+    )
+    config.write_text(toml_document(doc))

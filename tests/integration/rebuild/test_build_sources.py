@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from integration_seed import (
+
+from build_seed import (
     COMPOSE,
     GATEWAY,
     PACKAGE,
@@ -22,10 +23,10 @@ from integration_seed import (
     SOURCES,
     DockerRecorder,
     add_sources,
+    aim_at,
     recording_docker,
+    run_init,
 )
-from test_init import aim_at, init
-
 from conftest import SEED_RULES, StartDaemon
 from helpers import wait_until
 from opswatch.cli.main import cli
@@ -185,7 +186,7 @@ def test_init_writes_rules_that_bring_every_build_its_sources(
     recorded_docker: DockerRecorder,
 ) -> None:
     (sourced / SOURCES / ".env").write_text("CODA_TOKEN=secret\n")
-    done = init(sourced, "--host", "droplet", "--remote-root", "/root/portfolio")
+    done = run_init(sourced, "--host", "droplet", "--remote-root", "/root/portfolio")
     assert done.returncode == 0, done.stderr
     assert f"{SOURCES}/  → {SOURCES}/  (build sources)" in done.stdout
     assert f"      for {GATEWAY}: COPY {PACKAGE}" in done.stdout
