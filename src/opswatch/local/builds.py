@@ -162,7 +162,10 @@ class SourceCheck:
 
     def before_build(self, service: str) -> str | None:
         """What a build of ``service`` would miss on the server, as lines; None when nothing."""
-        missing = self.gaps([service], include_sent=True)
+        try:
+            missing = self.gaps([service], include_sent=True)
+        except LocalFileError:
+            return None  # no compose file to read here: the server's copy may still build
         if not missing:
             return None
         return "\n".join(gap.message for gap in missing)

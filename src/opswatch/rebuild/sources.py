@@ -46,6 +46,9 @@ class BuildGapWatch:
         except OpswatchError as exc:
             log.warning("build_gaps_unknown", error=str(exc))
             return
+        except Exception:  # a bug here must cost this look, never the engine thread
+            log.exception("build_gaps_crashed")
+            return
         self.looked = True
         if found:
             log.warning("build_gaps", gaps=[gap.message for gap in found[:10]], count=len(found))
