@@ -13,7 +13,13 @@ from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.local.scan import LocalIndex
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
-from opswatch.sync.oneshot import build_gaps, connected_syncer, plan_to_json, report_to_json
+from opswatch.sync.oneshot import (
+    build_gaps,
+    connected_syncer,
+    plan_to_json,
+    report_to_json,
+    when_problems,
+)
 from opswatch.sync.progress import progress_bar
 from opswatch.sync.syncer import PassReport
 
@@ -56,6 +62,8 @@ def run_sync(
                     click.echo(f"saved the server's {conflict.remote} as {copy}", err=True)
             plan, _index = syncer.plan_reconcile(force=True, only=only)
         if dry_run:
+            for problem in when_problems(config):
+                click.echo(f"warning: {problem}", err=True)
             show_plan(plan, build_gaps(syncer), as_json=as_json)
             return 1 if unselected else 0
         total = len(plan.actions)

@@ -169,3 +169,43 @@ def _reason(how: Sending) -> str:
             f"not on the server, and opswatch never sends it ({how.never}; no rule overrides never)"
         )
     return NO_RULE
+
+
+def unwatched_when(
+    services: Iterable[tuple[str, Sequence[str]]], watched: Sequence[str]
+) -> list[str]:
+    """``when`` patterns that can match no watched file: a folder no rule's ``from`` reaches.
+
+    Only anchored patterns (holding a ``/``) are judged, by their folder part before any glob;
+    a pattern without a slash matches at any depth, inside the watched folders too.
+    """
+    found: list[str] = []
+    for service, patterns in services:
+        for pattern in patterns:
+            body = pattern.lstrip("/")
+            if pattern.startswith("!") or "/" not in body.rstrip("/"):
+                continue
+            folder = "/".join(_fixed_segments(body.split("/")[:-1]))
+            if any(_related(folder, outer) for outer in watched):
+                continue
+            found.append(
+                f'rebuild.service {service}: when "{pattern}": no rule watches {folder}/, '
+                "so it never matches (add a [[rule]] that sends it)"
+            )
+    return found
+
+
+def _fixed_segments(segments: Sequence[str]) -> list[str]:
+    kept: list[str] = []
+    for segment in segments:
+        if any(char in "*?[" for char in segment):
+            break
+        kept.append(segment)
+    return kept
+
+
+def _related(folder: str, watched: str) -> bool:
+    """One folder holds the other (either way): files of ``folder`` may be watched."""
+    if watched == "" or folder == "":
+        return True
+    return folder == watched or folder.startswith(watched + "/") or watched.startswith(folder + "/")

@@ -45,7 +45,12 @@ def build_daemon(config: Config, paths: StatePaths) -> Daemon:
 
         daemon.after_batch.append(BuildGapWatch(config, daemon.router, remote.stat_many, publish))
     if config.rebuild.mode == "auto":
+        from opswatch.core.builds import unwatched_when
         from opswatch.rebuild.worker import attach_rebuilds
+
+        when = [(s.name, s.when) for s in config.rebuild.services]
+        for problem in unwatched_when(when, config.watched_folders):
+            log.warning("rebuild_when_unwatched", detail=problem)
 
         attach_rebuilds(daemon, remote)
     return daemon

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opswatch.config import Config
-from opswatch.core.builds import BuildGap
+from opswatch.core.builds import BuildGap, unwatched_when
 from opswatch.core.rules import Router
 from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
@@ -58,3 +58,9 @@ def report_to_json(report: PassReport) -> dict[str, object]:
 def build_gaps(syncer: Syncer) -> list[BuildGap]:
     """Sources the builds copy that the server lacks and no rule sends (after this pass)."""
     return SourceCheck(syncer.config, syncer.router, syncer.remote.stat_many).gaps()
+
+
+def when_problems(config: Config) -> list[str]:
+    """``rebuild.service.when`` patterns no rule's folder reaches: they can never match."""
+    services = [(s.name, s.when) for s in config.rebuild.services]
+    return unwatched_when(services, config.watched_folders)
