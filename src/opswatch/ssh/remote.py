@@ -206,9 +206,9 @@ class SshRemote:
     def stat_apart(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
         """``stat_many`` on an SFTP channel of its own: for one thread other than the engine's
         (the rebuild worker), since paramiko's SFTPClient is not thread-safe while the transport
-        is. The channel stays open for the connection's life: closing it and opening the next
-        exec channel at once can hand the new channel the old one's number before the server's
-        close arrives, and that close then ends the new channel."""
+        is. The channel is opened on first use and kept for the connection's life: opening one
+        costs round trips (channel, subsystem, SFTP version) that a build check need not pay
+        each time."""
         from opswatch.ssh.wire import stat_many
 
         where = self.endpoint.describe()
