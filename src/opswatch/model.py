@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ChangeKind(enum.Enum):
@@ -164,10 +164,12 @@ class Status:
     rebuilds: tuple[RebuildResult, ...] = ()
     conflicts: tuple[str, ...] = ()
     held_paths: tuple[str, ...] = ()
+    held_reason: str | None = None
     build_gaps: tuple[dict[str, object], ...] = ()  # sources a build needs the server lacks
+    reconciles: int = 0  # since start
+    last_reconcile: str | None = None
     pid: int = 0
     config: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -193,8 +195,10 @@ class Status:
             "conflicts": list(self.conflicts),
             "held": len(self.held_paths),
             "held_paths": list(self.held_paths),
+            "held_reason": self.held_reason,
             "build_gaps": list(self.build_gaps),
+            "reconciles": self.reconciles,
+            "last_reconcile": self.last_reconcile,
             "pid": self.pid,
             "config": self.config,
-            **self.extra,
         }

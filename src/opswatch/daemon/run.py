@@ -20,9 +20,11 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.daemon import sdnotify
-from opswatch.daemon.control import ControlServer, DaemonLock
+from opswatch.daemon.control import ControlServer
 from opswatch.daemon.engine import Daemon
+from opswatch.daemon.lock import DaemonLock
 from opswatch.daemon.notify import DesktopNotifier, Listener, StatusMonitor, service_status, summary
+from opswatch.errors import StateError
 from opswatch.paths import StatePaths
 from opswatch.ssh.agent import agent_problem
 from opswatch.ssh.endpoint import resolve_endpoint
@@ -46,22 +48,26 @@ def build_daemon(config: Config, paths: StatePaths) -> Daemon:
         daemon.after_batch.append(BuildGapWatch(config, daemon.router, remote.stat_many, publish))
     if config.rebuild.mode == "auto":
         from opswatch.core.builds import unwatched_when
-        from opswatch.rebuild.worker import attach_rebuilds
+        from opswatch.daemon.rebuilds import attach_rebuilds  # loads the compose parser
 
         when = [(s.name, s.when) for s in config.rebuild.services]
         for problem in unwatched_when(when, config.watched_folders):
             log.warning("rebuild_when_unwatched", detail=problem)
-
         attach_rebuilds(daemon, remote)
     return daemon
 
 
 def run_daemon(config: Config, paths: StatePaths) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0). Whatever fails before the engine runs is an
+    ``OpswatchError``: one ``error:`` line, never a traceback."""
     paths = paths.ensure()
     with DaemonLock(paths.lock_file, config.source):
         daemon = build_daemon(config, paths)
         server = ControlServer(daemon, paths)
-        server.start()
+        try:
+            server.start()
+        except OSError as exc:
+            raise StateError(f"cannot listen on {paths.socket}: {exc.strerror or exc}") from None
         try:
             return _serve(daemon, config)
         finally:

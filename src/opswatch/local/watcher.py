@@ -7,6 +7,7 @@ enqueues them. Deciding what they mean is the engine's job.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -37,7 +38,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from opswatch.errors import OpswatchError
 from opswatch.model import Change, ChangeKind
+
+INOTIFY_HINT = " (raise the limit: sysctl fs.inotify.max_user_watches / max_user_instances)"
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,11 @@ class Watcher:
         for path in sorted({_existing(self.root, f) for f in self.folders}):
             observer.schedule(self._handler, str(path), recursive=True, event_filter=_WANTED)
         observer.daemon = True
-        observer.start()
+        try:
+            observer.start()
+        except OSError as exc:  # inotify's limits, mostly: a start-up error, said in one line
+            hint = INOTIFY_HINT if exc.errno in (errno.ENOSPC, errno.EMFILE) else ""
+            raise OpswatchError(f"cannot watch {self.root}: {exc.strerror or exc}{hint}") from None
         self._observer = observer
 
     def stop(self) -> None:

@@ -3,30 +3,24 @@
 The engine thread only decides (``RebuildHook``, after a batch has fully landed) and hands work
 to a ``RebuildWorker`` thread, which carries it out (``deploy.Deployer``) on exec channels of the
 same SSH transport, so uploads keep flowing while a build takes minutes. The SFTP client stays
-with the engine thread; results go back to it as a ``rebuilt`` request, where status is made.
+with the engine thread. Neither knows the daemon: the worker asks ``held()`` and hands each
+result to ``record``, callbacks the daemon wires up (``daemon.rebuilds``).
 """
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
-from opswatch.config import Config
 from opswatch.core.compose import APPLY
-from opswatch.core.rules import Router
 from opswatch.errors import ConnectError, OpswatchError
-from opswatch.local.builds import SourceCheck
-from opswatch.local.scan import read_ignore_files
-from opswatch.model import RebuildResult, State
+from opswatch.model import RebuildResult
 from opswatch.rebuild.deploy import ComposeView, Deployer, Work
 
 if TYPE_CHECKING:
-    from opswatch.daemon.engine import Daemon
-    from opswatch.ssh.remote import SshRemote
     from opswatch.sync.syncer import PassReport
 
 log = structlog.get_logger("opswatch.rebuild")
@@ -126,7 +120,8 @@ def _keys(work: Work) -> list[str]:
 
 
 class RebuildHook:
-    """``daemon.after_batch``: once a batch has fully landed, hand its rebuilds to the worker.
+    """Called with each pass's report (``daemon.after_batch``): once a batch has fully landed,
+    hand its rebuilds to the worker.
 
     Paths that landed while a file of the same batch failed, or changed while being sent, wait
     (``deferred``) if the missing file affects a service too: never build from a half-synced tree.
@@ -166,47 +161,3 @@ class RebuildHook:
             for service, reason in found.reasons:
                 log.debug("rebuild_reason", service=service, reason=reason)
             self.worker.request(Work(found.services, found.apply))
-
-
-def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
-    """Wire rebuilds into ``daemon``: a hook after each batch, a worker on its transport."""
-    view = ComposeView(daemon.config, daemon.router.targets)
-    # The worker's own router (its memo is not shared across threads) and own SFTP channel.
-    config = daemon.config
-    router = Router.from_config(
-        config, read_ignore_files(config.local_root, config.watched_folders)
-    )
-    check = SourceCheck(config, router, remote.stat_apart)
-    deployer = Deployer(view, remote.run, preflight=check.before_build)
-
-    def held() -> bool:
-        status = daemon.status()
-        return status.state is State.PAUSED or not status.connected
-
-    def record(result: RebuildResult) -> None:
-        daemon.submit(
-            "rebuilt", service=result.service, ok=result.ok, at=result.at, detail=result.detail
-        )
-        if not result.ok:
-            notify_failure(daemon.config, result)
-
-    worker = RebuildWorker(deployer, held=held, record=record, stopping=daemon.stopping)
-    first_copy = not daemon.manifest.all()
-    daemon.after_batch.append(RebuildHook(view, worker, first_copy=first_copy))
-    worker.start()
-    return worker
-
-
-def notify_failure(config: Config, result: RebuildResult) -> None:
-    """A desktop notice for a failed rebuild when ``notify = true`` (on the worker thread)."""
-    if not config.notify:
-        return
-    from opswatch.daemon.notify import DesktopNotifier, notice_command
-
-    first = result.detail.splitlines()[0] if result.detail else "failed"
-    command = notice_command(f"opswatch: rebuild {result.service}", first)
-    if command is not None:
-        try:
-            DesktopNotifier().run(command)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("notice_failed", error=str(exc))
