@@ -2,6 +2,9 @@
 
 It lets a restart skip unchanged files without hashing them, lets ``delete`` touch only files
 opswatch manages, and tells a file changed on the server (a conflict) from one opswatch wrote.
+
+Every use of the database holds ``_Locked``, which is also the adapter's one error boundary:
+a sqlite exception leaves it as the ``StateError`` that ``FAILURES`` names.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 
+from opswatch.errors import OpswatchError, StateError
 from opswatch.model import Pushed
 
 SCHEMA = """
@@ -26,6 +31,33 @@ CREATE TABLE IF NOT EXISTS pushed (
 CREATE INDEX IF NOT EXISTS pushed_local ON pushed (local);
 """
 LOOKUP_CHUNK = 500  # paths per query: below SQLite's oldest limit of 999 parameters
+# What sqlite's exceptions become. sqlite3.Error is the base of all but one of them: a file that
+# is not a database or is corrupt (DatabaseError), one that can't be opened, is locked or whose
+# disk is full (OperationalError), and the rest; sqlite3.Warning stands apart.
+FAILURES: dict[type[BaseException], type[OpswatchError]] = {
+    sqlite3.Error: StateError,
+    sqlite3.Warning: StateError,
+}
+CAUGHT: tuple[type[BaseException], ...] = tuple(FAILURES)
+
+
+class _Locked:
+    """The manifest's lock; an exception from sqlite leaves it as an opswatch error."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+        if isinstance(exc, CAUGHT):
+            mapped = next(ours for theirs, ours in FAILURES.items() if isinstance(exc, theirs))
+            raise mapped(f"{self.where}: the manifest can't be used: {exc}") from exc
 
 
 class Manifest:
@@ -34,9 +66,9 @@ class Manifest:
         self.path = path
         target = str(path) if path is not None else ":memory:"
         # The engine thread owns the manifest; the lock only guards the rare status read.
-        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+        self._lock = _Locked(target)
         with self._lock:
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             # sqlite's default 2 MB page cache fills during a reconcile's full read of a big

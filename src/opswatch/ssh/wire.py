@@ -19,8 +19,8 @@ never reads a byte meant for anyone else.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import paramiko
 from paramiko.message import Message
@@ -35,8 +35,9 @@ from paramiko.sftp import (
     int64,
 )
 
-from opswatch.errors import ConnectError, RemoteFileError
+from opswatch.errors import RemoteFileError, RemoteFileMissing
 from opswatch.model import RemoteFile
+from opswatch.ssh.failures import translated
 
 PIECE = 32 * 1024  # one channel write when the channel does not say its packet size
 RECEIVE = 256 * 1024  # one channel read: whatever has arrived, up to this
@@ -161,12 +162,8 @@ class Wire:
         while self._waiting:
             self.pump()
 
-    @contextmanager
-    def _link(self) -> Iterator[None]:
-        try:
-            yield
-        except (OSError, EOFError, paramiko.SSHException, SFTPError) as exc:
-            raise ConnectError(f"connection to {self.where} lost: {exc}") from exc
+    def _link(self) -> AbstractContextManager[None]:
+        return translated(f"connection to {self.where} lost")
 
 
 def packed_attrs(attrs: paramiko.SFTPAttributes) -> bytes:
@@ -203,7 +200,7 @@ def status_error(
         return None  # 4 of a file's 5 replies: its message text is not worth decoding
     text = msg.get_text()
     if code == SFTP_NO_SUCH_FILE:
-        return RemoteFileError(path, "no such file or folder")
+        return RemoteFileMissing(path)
     if code == SFTP_PERMISSION_DENIED:
         return RemoteFileError(path, "permission denied")
     if code == SFTP_FAILURE:
@@ -230,7 +227,7 @@ def stat_each(
                 )
                 return
             error = status_error(kind, msg, path, "stat")
-            missing = error is None or error.reason == "no such file or folder"
+            missing = error is None or isinstance(error, RemoteFileMissing)
             found[path] = None if missing else error
 
         return reply
