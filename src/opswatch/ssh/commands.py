@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from opswatch.errors import RemoteCommandError
+from opswatch.ssh._compat import wait_exit_status
 from opswatch.ssh.failures import translated
 
 PID_MARK = "opswatch-pgid:"
@@ -163,7 +164,7 @@ def _follow(transport: paramiko.Transport, session: _Session, deadline: float) -
         if time.monotonic() >= deadline:
             return _stop(transport, session)
         session.wait(deadline - time.monotonic())
-    while not channel.status_event.wait(max(0.0, min(deadline - time.monotonic(), 1.0))):
+    while not wait_exit_status(channel, max(0.0, min(deadline - time.monotonic(), 1.0))):
         # Output closed, process still running (it closed its streams, or a child holds on).
         if channel.closed:
             break

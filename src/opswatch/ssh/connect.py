@@ -20,6 +20,7 @@ import paramiko
 import structlog
 
 from opswatch.errors import AuthError, ChangedHostKeyError, ConnectError, UnknownHostKeyError
+from opswatch.ssh._compat import remote_cipher, set_transport_poll
 from opswatch.ssh.endpoint import Endpoint, default_identities
 from opswatch.ssh.failures import translated
 
@@ -158,13 +159,13 @@ class _Connector:
         except BaseException:  # the link died between the steps above, or one refused
             transport.close()
             raise
-        transport.sock.settimeout(TRANSPORT_POLL_S)
+        set_transport_poll(transport, TRANSPORT_POLL_S)
         watchdog = StallWatchdog(channel, transport, stall_s)
         watchdog.start()
         log.info(
             "connected",
             host=self.endpoint.describe(),
-            cipher=getattr(transport, "remote_cipher", "?"),
+            cipher=remote_cipher(transport),
         )
         return Link(transport, sftp, watchdog)
 

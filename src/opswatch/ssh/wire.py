@@ -37,6 +37,7 @@ from paramiko.sftp import (
 
 from opswatch.errors import RemoteFileError, RemoteFileMissing
 from opswatch.model import RemoteFile
+from opswatch.ssh._compat import attrs_from_msg, next_request_number, pack_attrs, packet_payload
 from opswatch.ssh.failures import translated
 
 PIECE = 32 * 1024  # one channel write when the channel does not say its packet size
@@ -82,10 +83,7 @@ class Wire:
                 parts.append(_INT.pack(len(data)))
                 parts.append(data)
         body = b"".join(parts)
-        sftp = self.sftp
-        with sftp._lock:  # type: ignore[attr-defined]
-            num: int = sftp.request_number
-            sftp.request_number = num + 1
+        num = next_request_number(self.sftp)
         self._outbox.append(_HEAD.pack(len(body) + 5, kind, num) + body)
         self._waiting[num] = on_reply
         return num
@@ -103,7 +101,7 @@ class Wire:
         if not self._outbox:
             return
         channel = self.sftp.get_channel()
-        size = getattr(channel, "out_max_packet_size", 0) - 64
+        size = packet_payload(channel)
         piece = size if size >= 1024 else PIECE
         pending = bytearray()
         try:
@@ -170,7 +168,7 @@ def packed_attrs(attrs: paramiko.SFTPAttributes) -> bytes:
     """``SFTPAttributes._pack`` without a ``Message``: flags, then the fields that are set."""
     if attrs.attr:  # extended attributes: rare, left to paramiko
         msg = Message()
-        attrs._pack(msg)  # type: ignore[attr-defined]
+        pack_attrs(attrs, msg)
         return msg.asbytes()
     flags = 0
     fields = []
@@ -219,7 +217,7 @@ def stat_each(
     def on_stat(path: str) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
             if kind == CMD_ATTRS:
-                attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+                attrs = attrs_from_msg(msg)
                 found[path] = RemoteFile(
                     size=attrs.st_size or 0,
                     mtime_s=int(attrs.st_mtime or 0),
