@@ -16,9 +16,9 @@ from typing import Any
 import platformdirs
 
 from opswatch.errors import ConfigError
+from opswatch.model import SERVICE_NAME_RULE, valid_service_name
 
 CONFIG_ENV = "OPSWATCH_CONFIG"
-SERVICE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 @dataclass(frozen=True)
@@ -289,11 +289,9 @@ def _parse_service(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Se
         if "name" not in table:
             reader.problem(f"{prefix}.name", "required (the compose service name)")
         return None
-    if not set(name) <= SERVICE_NAME_CHARS or not name[0].isalnum():
-        reader.problem(
-            f"{prefix}.name",
-            f'"{name}" is not a compose service name (lowercase letters, digits, "-", "_")',
-        )
+    if not valid_service_name(name):
+        rule = f"is not a compose service name ({SERVICE_NAME_RULE})"
+        reader.problem(f"{prefix}.name", f'"{name}" {rule}')
         return None
     health = reader.string(table, prefix, "health")
     if health is not None and not health.startswith(("http://", "https://")):

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+
+# A compose service name, the one rule for the compose file, [[rebuild.service]] and the command
+# line: the compose specification's pattern, and no leading "-" on top of it because the name
+# becomes a command-line argument of `docker compose`.
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9._][a-zA-Z0-9._-]*")
+SERVICE_NAME_RULE = 'letters, digits, ".", "_" and "-", not starting with "-"'
+
+
+def valid_service_name(name: object) -> bool:
+    return isinstance(name, str) and SERVICE_NAME.fullmatch(name) is not None
 
 
 class ChangeKind(enum.Enum):

@@ -32,10 +32,9 @@ from opswatch.core.compose import (
     compose_target,
     load_compose,
     read_project,
-    valid_service_name,
 )
 from opswatch.errors import LocalFileError, UsageError
-from opswatch.model import RebuildResult
+from opswatch.model import RebuildResult, valid_service_name
 from opswatch.rebuild.health import check_health
 from opswatch.ssh.commands import CommandResult
 
