@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -31,7 +30,7 @@ from opswatch.local.gitstate import HeadWatch
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_file, read_ignore_files, scan
 from opswatch.local.watcher import EventsLost, FolderAppeared, FolderGone, Watcher
-from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status
+from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Status, iso_time
 from opswatch.paths import StatePaths
 from opswatch.ssh.remote import Remote
 from opswatch.sync.progress import progress_bar
@@ -52,12 +51,6 @@ class Request:
 
 
 AfterBatch = Callable[[PassReport], None]
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 class Daemon:
@@ -291,7 +284,7 @@ class Daemon:
         self._needs_reconcile = False
         self._next_reconcile = now + max(self.config.sync.reconcile_interval_s, 1)
         self._extra["reconciles"] = int(str(self._extra.get("reconciles", 0))) + 1
-        self._extra["last_reconcile"] = iso(self.wall())
+        self._extra["last_reconcile"] = iso_time(self.wall())
         self._after(report, "reconcile")
         release_free_memory()  # a reconcile of a big tree leaves megabytes of freed heap
 
@@ -407,8 +400,8 @@ class Daemon:
     def _request_pause(self, seconds: float | None = None) -> dict[str, Any]:
         self.paused_until = float("inf") if seconds is None else self.wall() + seconds
         self._save_pause()
-        log.info("paused", until=iso(self.paused_until) if seconds else None)
-        return {"paused_until": iso(self.paused_until) if seconds is not None else None}
+        log.info("paused", until=iso_time(self.paused_until) if seconds else None)
+        return {"paused_until": iso_time(self.paused_until) if seconds is not None else None}
 
     def _request_resume(self) -> dict[str, Any]:
         was_paused = self.paused_until is not None
@@ -517,12 +510,12 @@ class Daemon:
             connected=self.remote.connected,
             host=self.config.remote.host,
             pending_paths=self._pending_paths(),
-            last_sync=iso(self._last_sync),
+            last_sync=iso_time(self._last_sync),
             last_error=self.link.error or self._error,
-            paused_until=iso(paused),
+            paused_until=iso_time(paused),
             uploaded=self._counters["uploaded"],
             removed=self._counters["removed"],
-            connected_since=iso(self.link.connected_since),
+            connected_since=iso_time(self.link.connected_since),
             rebuilds=tuple(self.rebuilds.values()),
             conflicts=self._conflicts,
             held_paths=self.held.paths if self.held else (),
