@@ -1,4 +1,4 @@
-"""The ``init`` and ``verify`` commands: the prompting and printing around init.py, verify.py."""
+"""``init`` and ``verify``: the prompting and printing around local/starter and sync/verify."""
 
 from __future__ import annotations
 

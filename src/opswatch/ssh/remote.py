@@ -184,7 +184,7 @@ class SshRemote:
     # -- files -----------------------------------------------------------------------------
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
-        """All in one round trip (``sftpwire.stat_many``); missing → None."""
+        """All in one round trip (``wire.stat_many``); missing → None."""
         from opswatch.ssh.wire import stat_many
 
         try:
@@ -208,7 +208,7 @@ class SshRemote:
         }
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
-        """Many files in flight on the one SFTP channel (see ``pipeline``)."""
+        """Many files in flight on the one SFTP channel (see ``upload``)."""
         from opswatch.ssh.upload import PipelinedUploader  # imports this module
 
         uploader = PipelinedUploader(self.sftp, self._folders, self.endpoint.describe())

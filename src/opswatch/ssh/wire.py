@@ -2,7 +2,7 @@
 
 Why it exists: paramiko's ``SFTPClient`` waits for each reply (``_request``) or writes each
 request to the channel on its own (``_async_request``). Keeping many requests in flight and
-sending every ready request in one channel write is what makes bursts fast (see ``pipeline``).
+sending every ready request in one channel write is what makes bursts fast (see ``upload``).
 
 How it uses paramiko's internals, carefully: ``SFTPClient`` numbers requests
 (``request_number``, under ``_lock``); ``Wire.send`` takes its numbers the same way, so the
@@ -87,10 +87,6 @@ class Wire:
         self._outbox.append(_HEAD.pack(len(body) + 5, kind, num) + body)
         self._waiting[num] = on_reply
         return num
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting)
 
     def flush(self) -> None:
         """Send everything queued in pieces that each fill one SSH packet exactly.
