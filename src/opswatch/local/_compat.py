@@ -1,6 +1,6 @@
 """What opswatch borrows from watchdog's internals, in one place.
 
-tests/unit/test_compat_watchdog.py fails loudly when a watchdog upgrade changes any of it.
+tests/unit/local/test_compat_watchdog.py fails loudly when a watchdog upgrade changes any of it.
 
 * The inotify reader's readiness check: watchdog 7's Linux observer reads every event through
   one ``InotifyFD`` thread (``observer._inotify_fd``) that asks ``_check_inotify_fd()`` before

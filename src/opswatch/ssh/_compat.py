@@ -1,7 +1,7 @@
 """What opswatch borrows from paramiko's and invoke's internals, in one place.
 
-Each borrowing is one function here, and tests/unit/test_compat_sftp.py (paramiko) and
-tests/unit/test_deferred.py (invoke) fail loudly when an upgrade changes what it relies on.
+Each borrowing is one function here, and tests/unit/ssh/test_compat_sftp.py (paramiko) and
+tests/unit/ssh/test_compat.py (invoke) fail loudly when an upgrade changes what it relies on.
 
 * invoke: paramiko imports it as soon as ``paramiko.config`` is imported, only to run the
   command of an ssh_config ``Match exec`` line; invoke brings PyYAML, unittest.mock and argparse

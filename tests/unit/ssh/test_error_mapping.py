@@ -1,4 +1,4 @@
-"""Each adapter translates third-party errors at one boundary, from one table, and maps them all."""
+"""ssh/ turns paramiko, socket and SFTP errors into ours at one boundary, from one table."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import importlib
 import inspect
 import pkgutil
 import socket
-import sqlite3
-from pathlib import Path
 
 import paramiko
 import paramiko.ssh_exception
@@ -22,10 +20,7 @@ from opswatch.errors import (
     OpswatchError,
     RemoteFileError,
     RemoteFileMissing,
-    StateError,
 )
-from opswatch.local import manifest
-from opswatch.local.manifest import Manifest
 from opswatch.ssh import failures
 from opswatch.ssh.failures import FAILURES, error_type, translated
 
@@ -123,36 +118,3 @@ def test_translated_keeps_the_cause_and_says_the_context() -> None:
 def test_translated_leaves_other_errors_alone() -> None:
     with pytest.raises(KeyError), translated("anything"):
         raise KeyError("a bug stays a bug")
-
-
-def test_every_sqlite_exception_is_mapped() -> None:
-    kinds = [v for v in vars(sqlite3).values() if inspect.isclass(v) and issubclass(v, Exception)]
-    assert kinds
-    for kind in kinds:
-        assert issubclass(kind, manifest.CAUGHT), kind.__name__
-
-
-def test_the_manifest_catches_only_what_its_table_maps() -> None:
-    assert third_party(caught_types("opswatch.local.manifest")) <= set(manifest.FAILURES)
-
-
-def test_a_corrupt_manifest_is_a_state_error(tmp_path: Path) -> None:
-    path = tmp_path / "manifest.sqlite"
-    path.write_bytes(b"not a database" * 1000)
-    with pytest.raises(StateError, match=r"manifest\.sqlite: the manifest can't be used") as caught:
-        Manifest(path)
-    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
-
-
-def test_a_manifest_that_cannot_be_opened_is_a_state_error(tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="can't be used: unable to open"):
-        Manifest(tmp_path / "no such folder" / "manifest.sqlite")
-
-
-def test_the_manifest_lock_is_released_after_a_failure(tmp_path: Path) -> None:
-    store = Manifest(tmp_path / "manifest.sqlite")
-    store.close()
-    with pytest.raises(StateError):
-        store.get("/srv/a")  # a closed database: sqlite3.ProgrammingError
-    with pytest.raises(StateError):
-        store.get("/srv/a")  # would hang if the first failure had kept the lock
