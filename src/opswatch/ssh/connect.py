@@ -18,6 +18,7 @@ from typing import Any
 
 import paramiko
 import structlog
+from paramiko.pkey import UnknownKeyType
 
 from opswatch.errors import AuthError, ChangedHostKeyError, ConnectError, UnknownHostKeyError
 from opswatch.ssh._compat import remote_cipher, set_transport_poll
@@ -264,7 +265,7 @@ class _Connector:
                 yield paramiko.PKey.from_path(str(path))
             except FileNotFoundError:
                 log.debug("identity_missing", path=str(path))
-            except (paramiko.SSHException, OSError, ValueError) as exc:
+            except (paramiko.SSHException, UnknownKeyType, OSError, ValueError) as exc:
                 log.warning("identity_unusable", path=str(path), error=str(exc))
         if not ep.identities_only:
             try:

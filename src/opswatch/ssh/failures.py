@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import paramiko
+from paramiko.hostkeys import InvalidHostKey
 from paramiko.sftp import SFTPError
 
 from opswatch.errors import ConnectError, RemoteError, RemoteFileError, RemoteFileMissing
@@ -33,6 +34,7 @@ FAILURES: dict[type[BaseException], type[RemoteError]] = {
     EOFError: ConnectError,  # the server closed the channel or the connection
     SFTPError: ConnectError,  # garbage on the SFTP channel
     paramiko.SSHException: ConnectError,  # the transport failed, or was closed under us
+    InvalidHostKey: ConnectError,  # a known_hosts line paramiko can't decode: no key is trusted
 }
 CAUGHT: tuple[type[BaseException], ...] = tuple(FAILURES)
 
@@ -48,6 +50,8 @@ def error_type(exc: BaseException, *, file_request: bool) -> type[RemoteError]:
 
 def describe(exc: BaseException) -> str:
     """The cause in words: what a person reads after ``path:`` or ``… failed:``."""
+    if isinstance(exc, InvalidHostKey):
+        return f"a line that is not a host key: {exc.line.strip()[:80]!r}"
     if isinstance(exc, OSError) and exc.errno is not None:
         if exc.errno == errno.ENOENT:
             return "no such file or folder"
