@@ -5,7 +5,7 @@
     ├── ConfigError               exit 2: the config file is unreadable or invalid
     ├── NotRunningError           exit 3: no daemon answers on the control socket
     ├── AlreadyRunningError       another daemon holds this config's state folder
-    ├── StateError                a file in the state folder (the manifest) can't be used
+    ├── StateError                exit 2: the state folder, or a file in it, can't be written
     ├── LocalFileError            a local file could not be read (vanished, permissions)
     └── RemoteError               anything between us and the server
         ├── ConnectError          the server can't be reached, or the connection dropped
@@ -55,7 +55,9 @@ class AlreadyRunningError(OpswatchError):
 
 
 class StateError(OpswatchError):
-    """The manifest (or another file of the state folder) can't be opened, read or written."""
+    """The state folder, or a file in it (manifest, lock), can't be created, opened or written."""
+
+    exit_code = 2
 
 
 class LocalFileError(OpswatchError):
