@@ -3,7 +3,31 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import overload
+
+# A compose service name, the one rule for the compose file, [[rebuild.service]] and the command
+# line: the compose specification's pattern, and no leading "-" on top of it because the name
+# becomes a command-line argument of `docker compose`.
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9._][a-zA-Z0-9._-]*")
+SERVICE_NAME_RULE = 'letters, digits, ".", "_" and "-", not starting with "-"'
+
+
+def valid_service_name(name: object) -> bool:
+    return isinstance(name, str) and SERVICE_NAME.fullmatch(name) is not None
+
+
+@overload
+def iso_time(timestamp: float) -> str: ...
+@overload
+def iso_time(timestamp: None) -> None: ...
+def iso_time(timestamp: float | None) -> str | None:
+    """A wall-clock time as status and rebuild results show it: ISO 8601, UTC, whole seconds."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 class ChangeKind(enum.Enum):

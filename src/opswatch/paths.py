@@ -42,10 +42,6 @@ class StatePaths:
         return self.runtime / "daemon.lock"
 
     @property
-    def log_file(self) -> Path:
-        return self.state / "opswatch.log"
-
-    @property
     def conflicts(self) -> Path:
         return self.state / "conflicts"
 

@@ -1,4 +1,4 @@
-"""The ``init`` and ``verify`` commands: the prompting and printing around init.py, verify.py."""
+"""``init`` and ``verify``: the prompting and printing around local/starter and sync/verify."""
 
 from __future__ import annotations
 
@@ -110,18 +110,13 @@ def verify(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     Dockerfile copies.
     """
     from opswatch.core.selection import parse_selection
-    from opswatch.ssh.endpoint import resolve_endpoint
-    from opswatch.ssh.remote import SshRemote
+    from opswatch.ssh.remote import connected_remote
     from opswatch.sync.verify import verify as check
 
     config = app.config
     only = parse_selection(paths, Path.cwd(), config.local_root)
-    remote = SshRemote(resolve_endpoint(config.remote))
-    remote.connect()
-    try:
+    with connected_remote(config.remote) as remote:
         report = check(config, remote, show_progress=not as_json, only=only)
-    finally:
-        remote.close()
     if as_json:
         echo_json(report.to_json())
     else:

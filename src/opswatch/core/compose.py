@@ -21,7 +21,6 @@ A changed compose file means ``apply`` (``docker compose up -d``: compose recrea
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,16 +30,10 @@ import yaml
 
 from opswatch.core.dockerfile import CopySource
 from opswatch.errors import LocalFileError
+from opswatch.model import valid_service_name
 
-# The compose specification's pattern for service names; a leading "-" is refused on top of it
-# because the name becomes a command-line argument of `docker compose`.
-SERVICE_NAME = re.compile(r"[a-zA-Z0-9._][a-zA-Z0-9._-]*")
 APPLY = "*"  # the key under which an `apply` (the whole project) is reported
 DEFAULT_DOCKERFILE = "Dockerfile"
-
-
-def valid_service_name(name: object) -> bool:
-    return isinstance(name, str) and SERVICE_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

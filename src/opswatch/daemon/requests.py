@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, ClassVar, assert_never
 import structlog
 
 from opswatch.daemon.pause import MAX_PAUSE_S
-from opswatch.daemon.status import iso
 from opswatch.errors import RemoteError, UsageError
 from opswatch.model import Status
+from opswatch.model import iso_time as iso
 
 if TYPE_CHECKING:
     from opswatch.daemon.link import LinkKeeper

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from opswatch.daemon.guard import Fault, Guard, Unit
 from opswatch.model import RebuildResult, State, Status
+from opswatch.model import iso_time as iso
 
-if TYPE_CHECKING:  # the control client imports ``iso`` from here, and needs nothing of these
+if TYPE_CHECKING:  # for annotations only
     from opswatch.daemon.link import LinkKeeper
     from opswatch.daemon.pause import PauseStore
     from opswatch.daemon.sender import Sender
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 class StatusBuilder:

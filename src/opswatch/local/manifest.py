@@ -2,6 +2,9 @@
 
 It lets a restart skip unchanged files without hashing them, lets ``delete`` touch only files
 opswatch manages, and tells a file changed on the server (a conflict) from one opswatch wrote.
+
+Every use of the database holds ``_Locked``, which is also the adapter's one error boundary:
+a sqlite exception leaves it as the ``StateError`` that ``FAILURES`` names.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
 
 import structlog
 
-from opswatch.errors import StateError
+from opswatch.errors import OpswatchError, StateError
 from opswatch.model import Pushed
 
 log = structlog.get_logger("opswatch.manifest")
@@ -34,6 +38,34 @@ CREATE TABLE IF NOT EXISTS pushed (
 CREATE INDEX IF NOT EXISTS pushed_local ON pushed (local);
 """
 LOOKUP_CHUNK = 500  # paths per query: below SQLite's oldest limit of 999 parameters
+# What sqlite's exceptions become. sqlite3.Error is the base of all but one of them: a file that
+# is not a database or is corrupt (DatabaseError), one that can't be opened, is locked or whose
+# disk is full (OperationalError), and the rest; sqlite3.Warning stands apart.
+FAILURES: dict[type[BaseException], type[OpswatchError]] = {
+    sqlite3.Error: StateError,
+    sqlite3.Warning: StateError,
+    OSError: StateError,  # moving a corrupt file aside
+}
+CAUGHT: tuple[type[BaseException], ...] = tuple(FAILURES)
+
+
+class _Locked:
+    """The manifest's lock; an exception from sqlite leaves it as an opswatch error."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+        if isinstance(exc, CAUGHT):
+            mapped = next(ours for theirs, ours in FAILURES.items() if isinstance(exc, theirs))
+            raise mapped(f"{self.where}: the manifest can't be used: {exc}") from exc
 
 
 class Origin(enum.Enum):
@@ -60,7 +92,7 @@ class Manifest:
         self.path = path
         self.moved_aside: Path | None = None  # where a corrupt predecessor went
         # The engine thread owns the manifest; the lock only guards the rare status read.
-        self._lock = threading.Lock()
+        self._lock = _Locked(str(path) if path is not None else ":memory:")
         if path is None:
             self.origin = Origin.MEMORY
             self._db = _open(None)
@@ -140,7 +172,7 @@ def _open(path: Path | None) -> sqlite3.Connection:
             str(path) if path else ":memory:", check_same_thread=False, isolation_level=None
         )
     except sqlite3.Error as exc:
-        raise StateError(f"cannot open the manifest {path}: {exc}") from None
+        raise StateError(f"{path}: the manifest can't be used: {exc}") from exc
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -155,7 +187,7 @@ def _open(path: Path | None) -> sqlite3.Connection:
         db.close()
         if _primary_code(exc) in CORRUPT_CODES:
             raise _Corrupt(str(exc)) from None
-        raise StateError(f"cannot open the manifest {path}: {exc}") from None
+        raise StateError(f"{path}: the manifest can't be used: {exc}") from exc
     if verdict is None or verdict[0] != "ok":
         db.close()
         raise _Corrupt(f"quick_check found: {verdict[0] if verdict else 'nothing'}")

@@ -16,7 +16,6 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -30,11 +29,10 @@ from opswatch.core.compose import (
     ComposeProject,
     affected,
     compose_file_env,
-    valid_service_name,
 )
 from opswatch.errors import LocalFileError, UsageError
 from opswatch.local.builds import compose_remote, read_compose_project, read_needs
-from opswatch.model import RebuildResult
+from opswatch.model import RebuildResult, iso_time, valid_service_name
 from opswatch.rebuild.health import check_health
 from opswatch.ssh.commands import CommandResult
 
@@ -60,10 +58,6 @@ class Work:
 
     def __bool__(self) -> bool:
         return bool(self.services) or self.apply
-
-
-def now_iso(wall: Callable[[], float] = time.time) -> str:
-    return datetime.fromtimestamp(wall(), UTC).isoformat(timespec="seconds")
 
 
 class ComposeView:
@@ -213,7 +207,7 @@ class Deployer:
         return ok, f"; health: {detail}"
 
     def result(self, service: str, ok: bool, detail: str) -> RebuildResult:
-        return RebuildResult(service, ok, now_iso(self.wall), detail)
+        return RebuildResult(service, ok, iso_time(self.wall()), detail)
 
 
 def unknown_services(project: ComposeProject, services: Sequence[str]) -> list[str]:

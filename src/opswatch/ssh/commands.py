@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from opswatch.errors import ConnectError, RemoteCommandError
+from opswatch.errors import RemoteCommandError
+from opswatch.ssh._compat import wait_exit_status
+from opswatch.ssh.failures import translated
 
 PID_MARK = "opswatch-pgid:"
 KILL_GRACE_S = 3.0
 MARK_WAIT_S = 5.0  # how long a timed-out command may still take to report its group id
 READ_SIZE = 256 * 1024
-_LINK_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
 
 @dataclass
@@ -142,32 +143,34 @@ def run_command(
 
     ``timeout`` of 0 or less means no deadline. A lost connection raises ``ConnectError``.
     """
-    try:
+    with translated("cannot start a remote command"):
         channel = transport.open_session(timeout=10)
         channel.exec_command(wrap(command))
-    except _LINK_ERRORS as exc:
-        raise ConnectError(f"cannot start a remote command: {exc}") from exc
     deadline = time.monotonic() + timeout if timeout > 0 else math.inf
     try:
-        session = _Session(channel, keep_lines, on_line)
-        while True:
-            session.drain()
-            if session.ended:
-                break
-            if time.monotonic() >= deadline:
-                return _stop(transport, session)
-            session.wait(deadline - time.monotonic())
-        while not channel.status_event.wait(max(0.0, min(deadline - time.monotonic(), 1.0))):
-            # Output closed, process still running (it closed its streams, or a child holds on).
-            if channel.closed:
-                break
-            if time.monotonic() >= deadline:
-                return _stop(transport, session)
-        return session.result(channel.exit_status)
-    except _LINK_ERRORS as exc:
-        raise ConnectError(f"connection lost while running {command!r}: {exc}") from exc
+        with translated(f"connection lost while running {command!r}"):
+            return _follow(transport, _Session(channel, keep_lines, on_line), deadline)
     finally:
         channel.close()
+
+
+def _follow(transport: paramiko.Transport, session: _Session, deadline: float) -> CommandResult:
+    """Read the command's output until it ends, or stop it once ``deadline`` passes."""
+    channel = session.channel
+    while True:
+        session.drain()
+        if session.ended:
+            break
+        if time.monotonic() >= deadline:
+            return _stop(transport, session)
+        session.wait(deadline - time.monotonic())
+    while not wait_exit_status(channel, max(0.0, min(deadline - time.monotonic(), 1.0))):
+        # Output closed, process still running (it closed its streams, or a child holds on).
+        if channel.closed:
+            break
+        if time.monotonic() >= deadline:
+            return _stop(transport, session)
+    return session.result(channel.exit_status)
 
 
 def _stop(transport: paramiko.Transport, session: _Session) -> CommandResult:
@@ -195,12 +198,10 @@ def stop_group(transport: paramiko.Transport, pgid: int | None) -> None:
         "sleep 0.1; i=$((i+1)); done; "
         f"kill -KILL -- {group} 2>/dev/null; true"
     )
-    try:
+    with translated(f"could not stop remote process group {pgid}"):
         channel = transport.open_session(timeout=10)
         try:
             channel.exec_command(kill)
             channel.recv_exit_status()
         finally:
             channel.close()
-    except _LINK_ERRORS as exc:
-        raise RemoteCommandError(f"could not stop remote process group {pgid}: {exc}") from exc

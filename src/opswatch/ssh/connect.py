@@ -1,7 +1,7 @@
 """Opening the one SSH connection: dial, handshake, host key check, keys, the SFTP channel.
 
-paramiko errors met on the way are translated into ``opswatch.errors`` here; what the
-connection is then used for (files, commands) is ``remote.py``'s business.
+paramiko errors met on the way become ``opswatch.errors`` types through ``ssh/failures.py``;
+what the connection is then used for (files, commands) is ``remote.py``'s business.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from typing import Any
 
 import paramiko
 import structlog
+from paramiko.pkey import UnknownKeyType
 
 from opswatch.errors import AuthError, ChangedHostKeyError, ConnectError, UnknownHostKeyError
+from opswatch.ssh._compat import remote_cipher, set_transport_poll
 from opswatch.ssh.endpoint import Endpoint, default_identities
+from opswatch.ssh.failures import translated
 
 log = structlog.get_logger("opswatch.remote")
 
@@ -147,40 +150,34 @@ class _Connector:
         transport.auth_timeout = self.timeout
         transport.channel_timeout = self.timeout
         try:
-            self._negotiate(transport)
-            self._check_host_key(transport)
-            self._authenticate(transport)
-            # No paramiko keepalive: it expects no reply, so it detects nothing, and it would
-            # look like an unanswered request. TCP keepalive and the daemon's probe do the job.
-            channel, sftp = self._open_sftp(transport)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            transport.close()  # the link died between the steps above
-            raise ConnectError(f"connecting to {self.endpoint.describe()} failed: {exc}") from exc
-        except BaseException:
+            with translated(f"connecting to {self.endpoint.describe()} failed"):
+                self._negotiate(transport)
+                self._check_host_key(transport)
+                self._authenticate(transport)
+                # No paramiko keepalive: it expects no reply, so it detects nothing, and it
+                # would look like an unanswered request. TCP keepalive and the probe do the job.
+                channel, sftp = self._open_sftp(transport)
+        except BaseException:  # the link died between the steps above, or one refused
             transport.close()
             raise
-        transport.sock.settimeout(TRANSPORT_POLL_S)
+        set_transport_poll(transport, TRANSPORT_POLL_S)
         watchdog = StallWatchdog(channel, transport, stall_s)
         watchdog.start()
         log.info(
             "connected",
             host=self.endpoint.describe(),
-            cipher=getattr(transport, "remote_cipher", "?"),
+            cipher=remote_cipher(transport),
         )
         return Link(transport, sftp, watchdog)
 
     def _open_sftp(self, transport: paramiko.Transport) -> tuple[SftpChannel, paramiko.SFTPClient]:
         """The SFTP channel, with a read deadline before its first exchange (the version)."""
-        try:
+        with translated(f"sftp session with {self.endpoint.describe()} failed"):
             channel = transport.open_session(timeout=self.timeout)
             channel.settimeout(self.timeout)
             channel.invoke_subsystem("sftp")
             watched = SftpChannel(channel)
             sftp = paramiko.SFTPClient(watched)  # type: ignore[arg-type]
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(
-                f"sftp session with {self.endpoint.describe()} failed: {exc}"
-            ) from exc
         channel.settimeout(self.timeout * 3)  # the deadline of every later SFTP reply
         return watched, sftp
 
@@ -198,11 +195,8 @@ class _Connector:
         if ep.proxy_command:
             command = ep.proxy_command.replace("%h", ep.hostname).replace("%p", str(ep.port))
             return paramiko.ProxyCommand(command.replace("%r", ep.user))
-        try:
+        with translated(f"cannot reach {ep.hostname}:{ep.port}"):
             sock = socket.create_connection((ep.hostname, ep.port), timeout=self.timeout)
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectError(f"cannot reach {ep.hostname}:{ep.port}: {reason}") from exc
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
@@ -227,13 +221,9 @@ class _Connector:
     def _start_client(self, transport: paramiko.Transport) -> None:
         transport.banner_timeout = self.timeout
         transport.handshake_timeout = self.timeout
-        try:
+        with translated(f"ssh handshake with {self.endpoint.describe()} failed"):
             # A bit longer than the banner deadline, so a silent peer fails with that reason.
             transport.start_client(timeout=self.timeout + 1)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(
-                f"ssh handshake with {self.endpoint.describe()} failed: {exc}"
-            ) from exc
         if not transport.is_active() or transport.host_key is None:
             # start_client returns quietly when its own deadline passes mid-handshake.
             raise ConnectError(
@@ -245,10 +235,8 @@ class _Connector:
         path = self.endpoint.known_hosts
         if not path.is_file():
             return {}
-        try:
+        with translated(f"{path}: cannot read known_hosts"):
             host_keys = paramiko.HostKeys(str(path))
-        except (OSError, paramiko.SSHException) as exc:
-            raise ConnectError(f"{path}: cannot read known_hosts: {exc}") from exc
         entry = host_keys.lookup(self.endpoint.known_hosts_name)
         return dict(entry) if entry else {}
 
@@ -277,7 +265,7 @@ class _Connector:
                 yield paramiko.PKey.from_path(str(path))
             except FileNotFoundError:
                 log.debug("identity_missing", path=str(path))
-            except (paramiko.SSHException, OSError, ValueError) as exc:
+            except (paramiko.SSHException, UnknownKeyType, OSError, ValueError) as exc:
                 log.warning("identity_unusable", path=str(path), error=str(exc))
         if not ep.identities_only:
             try:
@@ -289,14 +277,11 @@ class _Connector:
         tried = 0
         for key in self._candidate_keys():
             tried += 1
-            try:
-                transport.auth_publickey(self.endpoint.user, key)
-            except paramiko.AuthenticationException:
-                continue
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise ConnectError(
-                    f"authentication with {self.endpoint.describe()} failed: {exc}"
-                ) from exc
+            with translated(f"authentication with {self.endpoint.describe()} failed"):
+                try:
+                    transport.auth_publickey(self.endpoint.user, key)
+                except paramiko.AuthenticationException:
+                    continue  # this key was refused: the next one may not be
             if transport.is_authenticated():
                 return
         hint = "" if tried else f" ({_no_key_hint()})"

@@ -1,15 +1,13 @@
 """The server, over one SSH transport: SFTP for files, exec channels for commands.
 
-This is the one place paramiko is called. Every paramiko, socket and SFTP error is translated
-into an ``opswatch.errors`` type here. ``SshRemote`` is not thread-safe: one engine thread owns it.
+Every paramiko, socket and SFTP error met here becomes an ``opswatch.errors`` type through
+``ssh/failures.py``. ``SshRemote`` is not thread-safe: one engine thread owns it.
 """
 
 from __future__ import annotations
 
-import errno
 import posixpath
 import secrets
-import socket
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,15 +18,13 @@ from typing import Protocol
 import paramiko
 import structlog
 
-from opswatch.errors import (
-    ConnectError,
-    RemoteError,
-    RemoteFileError,
-)
+from opswatch.config import RemoteConfig
+from opswatch.errors import ConnectError, RemoteError, RemoteFileMissing
 from opswatch.model import RemoteFile
 from opswatch.ssh.commands import CommandResult, run_command
 from opswatch.ssh.connect import STALL_S, HostKey, Link, fetch_host_key, open_link
-from opswatch.ssh.endpoint import Endpoint
+from opswatch.ssh.endpoint import Endpoint, resolve_endpoint
+from opswatch.ssh.failures import CAUGHT, describe, error_type, file_error
 
 log = structlog.get_logger("opswatch.remote")
 
@@ -156,27 +152,23 @@ class SshRemote:
 
     @contextmanager
     def _translate(self, path: str) -> Iterator[None]:
-        """Map an SFTP failure to ``RemoteFileError`` if the link is fine, else ``ConnectError``."""
+        """A failed request about ``path``: that file's error while the link is fine, else
+        ``ConnectError`` (the mapping is ``ssh/failures.py``'s)."""
         try:
             yield
         except RemoteError:
             raise
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            if (
-                isinstance(exc, socket.timeout | EOFError | paramiko.SSHException)
-                or not self.connected
-            ):
-                if self.stalled:
-                    cause = f"no answer for {self.stall_s:g} s"
-                elif isinstance(exc, socket.timeout):
-                    cause = "no answer in time"
-                else:
-                    cause = str(exc) or type(exc).__name__
-                self.close()
-                raise ConnectError(
-                    f"connection to {self.endpoint.describe()} lost: {cause}"
-                ) from exc
-            raise RemoteFileError(path, _describe_sftp_error(exc)) from exc
+        except CAUGHT as exc:
+            if error_type(exc, file_request=self.connected) is not ConnectError:
+                raise file_error(exc, path) from exc
+            if self.stalled:
+                cause = f"no answer for {self.stall_s:g} s"
+            elif isinstance(exc, TimeoutError):
+                cause = "no answer in time"
+            else:
+                cause = describe(exc)
+            self.close()
+            raise ConnectError(f"connection to {self.endpoint.describe()} lost: {cause}") from exc
 
     def probe(self, timeout: float) -> None:
         """One cheap round trip with a deadline; a dead link raises ``ConnectError``."""
@@ -194,7 +186,7 @@ class SshRemote:
     # -- files -----------------------------------------------------------------------------
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
-        """All in one round trip (``sftpwire.stat_many``); missing → None."""
+        """All in one round trip (``wire.stat_many``); missing → None."""
         from opswatch.ssh.wire import stat_many
 
         try:
@@ -229,10 +221,8 @@ class SshRemote:
         try:
             with self._translate(folder):
                 entries = self.sftp.listdir_attr(folder)
-        except RemoteFileError as exc:
-            if "no such file" in exc.reason:
-                return {}
-            raise
+        except RemoteFileMissing:
+            return {}
         self._folders.add(folder)
         return {
             e.filename: _attrs_to_file(e)
@@ -241,7 +231,7 @@ class SshRemote:
         }
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
-        """Many files in flight on the one SFTP channel (see ``pipeline``)."""
+        """Many files in flight on the one SFTP channel (see ``upload``)."""
         from opswatch.ssh.upload import PipelinedUploader  # imports this module
 
         uploader = PipelinedUploader(self.sftp, self._folders, self.endpoint.describe())
@@ -255,9 +245,8 @@ class SshRemote:
         try:
             with self._translate(path):
                 self.sftp.remove(path)
-        except RemoteFileError as exc:
-            if "no such file" not in exc.reason:
-                raise
+        except RemoteFileMissing:
+            pass  # already gone: what a remove wants
 
     def read(self, path: str) -> bytes:
         with self._translate(path), self.sftp.open(path, "rb") as handle:
@@ -280,15 +269,13 @@ class SshRemote:
         )
 
 
-def _describe_sftp_error(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno is not None:
-        if exc.errno == errno.ENOENT:
-            return "no such file or folder"
-        if exc.errno == errno.EACCES:
-            return "permission denied"
-        return exc.strerror or str(exc)
-    text = str(exc) or type(exc).__name__
-    if text.lower() == "failure":
-        # SSH2_FX_FAILURE carries no errno; none of the requests made through here is a write.
-        return "the server refused it without saying why"
-    return text
+@contextmanager
+def connected_remote(config: RemoteConfig) -> Iterator[SshRemote]:
+    """Resolve ``[remote]`` as ``ssh`` would, connect, hand the remote to one job, then close:
+    what every one-shot command does (a running daemon keeps its own connection)."""
+    remote = SshRemote(resolve_endpoint(config))
+    remote.connect()
+    try:
+        yield remote
+    finally:
+        remote.close()

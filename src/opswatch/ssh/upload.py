@@ -43,7 +43,7 @@ from paramiko.sftp import (
     int64,
 )
 
-from opswatch.errors import RemoteFileError
+from opswatch.errors import RemoteFileError, RemoteFileMissing
 from opswatch.model import RemoteFile
 from opswatch.ssh.remote import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
 from opswatch.ssh.wire import Arg, OnReply, Wire, stat_each, status_error
@@ -245,7 +245,7 @@ class PipelinedUploader:
             error = status_error(kind, msg, file.job.remote)
             file.fail(error or RemoteFileError(file.job.remote, "the server sent no handle"))
             file.stage = _Stage.DONE  # no temp was made: nothing to clean up
-            if error is not None and error.reason == "no such file or folder":
+            if isinstance(error, RemoteFileMissing):
                 self.folders.discard(posixpath.dirname(file.job.remote))
 
         return reply

@@ -13,24 +13,21 @@ from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
-from opswatch.ssh.endpoint import resolve_endpoint
-from opswatch.ssh.remote import SshRemote
+from opswatch.ssh.remote import connected_remote
 from opswatch.sync.syncer import PassReport, Syncer
 
 
 @contextmanager
 def connected_syncer(config: Config, paths: StatePaths) -> Iterator[Syncer]:
     """A connected ``Syncer`` over the config's manifest, closed afterwards."""
-    remote = SshRemote(resolve_endpoint(config.remote))
-    manifest = Manifest(paths.ensure().manifest)
     router = Router.from_config(
         config, read_ignore_files(config.local_root, config.watched_folders)
     )
+    manifest = Manifest(paths.ensure().manifest)
     try:
-        remote.connect()
-        yield Syncer(config, remote, manifest, router)
+        with connected_remote(config.remote) as remote:
+            yield Syncer(config, remote, manifest, router)
     finally:
-        remote.close()
         manifest.close()
 
 

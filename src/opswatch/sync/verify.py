@@ -20,7 +20,7 @@ from opswatch.config import Config
 from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
 from opswatch.core.selection import EVERYTHING, Selection
-from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileError
+from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileMissing
 from opswatch.local.builds import SourceCheck
 from opswatch.local.scan import read_ignore_files, scan
 from opswatch.ssh.remote import SshRemote
@@ -202,10 +202,8 @@ def _sftp_sha256(remote: SshRemote, path: str) -> str | None:
     """Read the file over SFTP and hash it here; None when it is not there."""
     try:
         return hashlib.sha256(remote.read(path)).hexdigest()
-    except RemoteFileError as exc:
-        if "no such file" in exc.reason:
-            return None
-        raise
+    except RemoteFileMissing:
+        return None
 
 
 def remote_hashes(

@@ -27,8 +27,7 @@ from opswatch.daemon.engine import Daemon
 from opswatch.demo.sshd import LocalSshd
 from opswatch.rebuild.health import check_health
 from opswatch.rebuild.worker import RebuildHook
-from opswatch.ssh.endpoint import resolve_endpoint
-from opswatch.ssh.remote import SshRemote
+from opswatch.ssh.remote import SshRemote, connected_remote
 
 GATEWAY = "coda-mcp-gateway"
 DOCKERFILE = f"docs/ops/Dockerfile.{GATEWAY}"
@@ -352,10 +351,8 @@ def connected(
     repo: Path, sshd_server: LocalSshd, remote_root: Path, write_config: Callable[..., Path]
 ) -> Iterator[SshRemote]:
     config = load_config(write_config(repo, sshd_server, remote_root))
-    remote = SshRemote(resolve_endpoint(config.remote))
-    remote.connect()
-    yield remote
-    remote.close()
+    with connected_remote(config.remote) as remote:
+        yield remote
 
 
 def test_5_mib_on_both_streams_does_not_deadlock(connected: SshRemote) -> None:

@@ -63,5 +63,5 @@ def test_a_sound_manifest_is_opened_as_it_is(tmp_path: Path) -> None:
 
 def test_a_manifest_that_cannot_be_opened_is_one_state_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.sqlite").mkdir()
-    with pytest.raises(StateError, match=r"cannot open the manifest .*manifest.sqlite"):
+    with pytest.raises(StateError, match=r"manifest.sqlite: the manifest can.t be used"):
         Manifest(tmp_path / "manifest.sqlite")
