@@ -177,9 +177,15 @@ def run_command(
     """
     try:
         channel = transport.open_session(timeout=10)
+    except _LINK_ERRORS as exc:
+        raise ConnectError(f"cannot start a remote command: {exc}") from exc
+    try:
         channel.exec_command(wrap(command, need_group=timeout > 0))
         channel.shutdown_write()  # nothing reads stdin; a forced sftp-server sees its end
     except _LINK_ERRORS as exc:
+        channel.close()
+        if transport.is_active():  # the server refuses exec requests: it runs no commands
+            return CommandResult(exit_status=-1, shell=False)
         raise ConnectError(f"cannot start a remote command: {exc}") from exc
     deadline = time.monotonic() + timeout if timeout > 0 else math.inf
     try:
