@@ -6,6 +6,7 @@ runs in a mount namespace of its own where the login's home is a folder of this 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from daemon_process import opswatch
-from helpers import wait_until
 
+from helpers import wait_until
 from opswatch.config import load_config
 from opswatch.demo.sshd import _keygen, _public_key, free_port
 from opswatch.ssh.endpoint import resolve_endpoint
@@ -77,10 +78,8 @@ class Dropbear:
             return False
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         self.process.wait(10)
         self._log.close()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from daemon_process import opswatch
-from helpers import wait_until
 
+from helpers import wait_until
 from opswatch.config import load_config
 from opswatch.demo.sshd import LocalSshd
 from opswatch.errors import ConnectError
@@ -152,7 +152,7 @@ def test_busybox_userland_is_what_the_commands_get(
     remote = connect(write_config(repo, busybox_sshd, remote_root))
     try:
         found = remote.run(
-            "readlink -f \"$(command -v setsid)\"; setsid -w true; echo $?", timeout=30
+            'readlink -f "$(command -v setsid)"; setsid -w true; echo $?', timeout=30
         )
     finally:
         remote.close()

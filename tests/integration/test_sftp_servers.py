@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from daemon_process import opswatch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sftp_servers import SftpServerProcess  # noqa: E402
+from sftp_servers import SftpServerProcess
 
 WriteConfig = Callable[..., Path]
 StartServer = Callable[..., SftpServerProcess]
