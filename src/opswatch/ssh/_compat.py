@@ -53,7 +53,7 @@ def defer_rarely_used() -> None:
 # and some servers (Dropbear builds, appliances, hardened OpenSSH configs) offer only that name.
 # Registering the alias needs ``Transport._kex_info``; seeing what a server offered when no
 # algorithm matched needs ``Transport._parse_kex_init`` and ``_really_parse_kex_init``.
-# tests/unit/test_ssh_compat.py fails loudly when an upgrade changes any of them.
+# tests/unit/ssh/test_server.py fails loudly when an upgrade changes any of them.
 
 RFC_CURVE25519 = "curve25519-sha256"
 LIBSSH_CURVE25519 = "curve25519-sha256@libssh.org"

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import opswatch
 
+from daemon_process import opswatch
 from helpers import wait_until
 from opswatch.config import load_config
 from opswatch.demo.sshd import _keygen, _public_key, free_port

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import opswatch
 
+from daemon_process import opswatch
 from sftp_servers import SftpServerProcess
 
 WriteConfig = Callable[..., Path]

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon_process import opswatch
-
 from opswatch.demo.sshd import LocalSshd, _path_arg, _public_key
 
 WriteConfig = Callable[..., Path]
