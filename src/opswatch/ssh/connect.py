@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from opswatch.errors import AuthError, ChangedHostKeyError, ConnectError, Unknow
 from opswatch.ssh._compat import accept_rfc_curve25519, record_offered_algorithms
 from opswatch.ssh.endpoint import Endpoint, default_identities
 from opswatch.ssh.proxy import ProxySocket
-from opswatch.ssh.server import SftpInfo, parse_version_packet
+from opswatch.ssh.server import SftpInfo, negotiation_mismatch, parse_version_packet
 
 log = structlog.get_logger("opswatch.remote")
 
@@ -39,13 +39,6 @@ NO_SFTP = "the server offers no sftp subsystem (Subsystem sftp in sshd_config)"
 # failure itself, in one line, so the transport logs here until the handshake is done.
 HANDSHAKE_LOG = "opswatch.ssh.handshake"
 logging.getLogger(HANDSHAKE_LOG).setLevel(logging.CRITICAL + 1)
-# What a failed negotiation compares, per KEXINIT list: what it is, the list, our own choice.
-_ALGORITHMS: tuple[tuple[str, str, Callable[[paramiko.SecurityOptions], Sequence[str]]], ...] = (
-    ("key exchange", "kex_algo_list", lambda options: options.kex),
-    ("host key type", "server_key_algo_list", lambda options: options.key_types),
-    ("cipher", "server_encrypt_algo_list", lambda options: options.ciphers),
-    ("MAC", "server_mac_algo_list", lambda options: options.digests),
-)
 
 
 @dataclass(frozen=True)
@@ -292,7 +285,8 @@ class _Connector:
             # A bit longer than the banner deadline, so a silent peer fails with that reason.
             transport.start_client(timeout=self.timeout + 1)
         except IncompatiblePeer as exc:
-            raise ConnectError(f"{where}: {_mismatch(offered, transport) or exc}") from exc
+            mismatch = negotiation_mismatch(offered, transport.get_security_options())
+            raise ConnectError(f"{where}: {mismatch or exc}") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             proxy_failed = self.proxy.failure() if self.proxy is not None else None
             raise ConnectError(proxy_failed or f"ssh handshake with {where} failed: {exc}") from exc
@@ -378,22 +372,3 @@ def _no_key_hint() -> str:
     if not os.path.exists(agent):
         return f"no key found; the ssh-agent socket SSH_AUTH_SOCK={agent} does not exist"
     return f"no key found; the ssh-agent at {agent} holds no keys (ssh-add)"
-
-
-def _mismatch(offered: dict[str, list[str]], transport: paramiko.Transport) -> str | None:
-    """Which algorithm list had nothing in common, what the server offered and what we support."""
-    options = transport.get_security_options()
-    for what, server_list, choice in _ALGORITHMS:
-        theirs = [a for a in offered.get(server_list, []) if not _is_marker(a)]
-        ours = list(choice(options))
-        if theirs and not set(theirs) & set(ours):
-            return (
-                f"no {what} in common: the server offers {', '.join(theirs)}; "
-                f"opswatch supports {', '.join(ours)}"
-            )
-    return None
-
-
-def _is_marker(name: str) -> bool:
-    """KEXINIT entries that name an extension, not an algorithm (RFC 8308, OpenSSH strict kex)."""
-    return name.startswith(("ext-info-", "kex-strict-"))

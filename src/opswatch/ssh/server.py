@@ -1,11 +1,12 @@
-"""What the server offers: its SFTP extensions, what its replies taught, what its shell lacks.
+"""What the server offers: algorithms, SFTP extensions, what its replies taught, its shell.
 
 Not every server is Debian's OpenSSH. asyncssh, paramiko-based servers and some appliances lack
 ``posix-rename@openssh.com`` or ``fsetstat``; an account may allow SFTP only (``ForceCommand
 internal-sftp``); a BusyBox or macOS userland has no ``setsid -w`` and no ``sha256sum -z``. The
 uploader and the command runner ask here instead of finding out through a confusing failure.
 
-The SFTP version reply lists the server's extensions: recorded at connect, free. What a shell
+When no algorithm is in common, the server's KEXINIT lists say what it wanted. The SFTP
+version reply lists the server's extensions: recorded at connect, free. What a shell
 offers is found by the first command itself (``commands.wrap`` reports it), not by a probe of
 its own: a login shell that takes a minute to start would make any probe deadline guess wrong.
 """
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import shlex
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import paramiko
 
 POSIX_RENAME = "posix-rename@openssh.com"
 SFTP_ONLY = "this account allows SFTP only; rebuilds need a shell"
@@ -99,3 +103,32 @@ def move_command(moves: list[tuple[str, str]]) -> str:
 def parse_moved(lines: list[str], count: int) -> list[bool]:
     done = {line.strip()[len(MOVED_MARK) :] for line in lines if line.startswith(MOVED_MARK)}
     return [str(i) in done for i in range(count)]
+
+
+# What a failed negotiation compares, per KEXINIT list: what it is, the list, our own choice.
+_ALGORITHMS: tuple[tuple[str, str, Callable[[paramiko.SecurityOptions], Sequence[str]]], ...] = (
+    ("key exchange", "kex_algo_list", lambda options: options.kex),
+    ("host key type", "server_key_algo_list", lambda options: options.key_types),
+    ("cipher", "server_encrypt_algo_list", lambda options: options.ciphers),
+    ("MAC", "server_mac_algo_list", lambda options: options.digests),
+)
+
+
+def negotiation_mismatch(
+    offered: dict[str, list[str]], options: paramiko.SecurityOptions
+) -> str | None:
+    """Which algorithm list had nothing in common, what the server offered and what we support."""
+    for what, server_list, choice in _ALGORITHMS:
+        theirs = [a for a in offered.get(server_list, []) if not _is_marker(a)]
+        ours = list(choice(options))
+        if theirs and not set(theirs) & set(ours):
+            return (
+                f"no {what} in common: the server offers {', '.join(theirs)}; "
+                f"opswatch supports {', '.join(ours)}"
+            )
+    return None
+
+
+def _is_marker(name: str) -> bool:
+    """KEXINIT entries that name an extension, not an algorithm (RFC 8308, OpenSSH strict kex)."""
+    return name.startswith(("ext-info-", "kex-strict-"))

@@ -19,6 +19,7 @@ from opswatch.ssh.server import (
     POSIX_RENAME,
     SftpSupport,
     move_command,
+    negotiation_mismatch,
     parse_moved,
     parse_version_packet,
 )
@@ -178,6 +179,21 @@ def test_the_offered_lists_are_recorded_before_paramiko_judges_them(
     with pytest.raises(paramiko.SSHException):
         transport._parse_kex_init(paramiko.Message(kexinit.asbytes()))  # type: ignore[attr-defined]
     assert offered["kex_algo_list"] == ["no-such-kex"]
+
+
+def test_a_cipher_mismatch_names_both_sides(transport: paramiko.Transport) -> None:
+    options = transport.get_security_options()
+    offered = {
+        "kex_algo_list": [*options.kex, "ext-info-s", "kex-strict-s-v00@openssh.com"],
+        "server_key_algo_list": list(options.key_types),
+        "server_encrypt_algo_list": ["rijndael-cbc@lysator.liu.se"],
+    }
+    found = negotiation_mismatch(offered, options)
+    assert found is not None
+    assert found.startswith("no cipher in common: the server offers rijndael-cbc@lysator.liu.se;")
+    assert found.endswith(", ".join(options.ciphers))
+    offered["server_encrypt_algo_list"] = list(options.ciphers)
+    assert negotiation_mismatch(offered, options) is None
 
 
 def test_shlex_quote_is_how_the_wrapper_quotes() -> None:
