@@ -16,8 +16,8 @@ import pytest
 from daemon_process import opswatch
 from helpers import wait_until
 from opswatch.config import load_config
-from opswatch.demo.sshd import LocalSshd
-from opswatch.errors import ConnectError
+from opswatch.demo.sshd import LocalSshd, find_sftp_server
+from opswatch.errors import ConnectError, RemoteCommandError
 from opswatch.ssh.endpoint import resolve_endpoint
 from opswatch.ssh.remote import SshRemote
 
@@ -101,7 +101,7 @@ def test_sftp_only_is_found_once_per_connection(
     remote = connect(write_config(repo, sshd, Path("/site")))
     try:
         for _ in range(2):
-            with pytest.raises(Exception, match=SFTP_ONLY):
+            with pytest.raises(RemoteCommandError, match=SFTP_ONLY):
                 remote.run("true", timeout=30)
         assert remote.connected  # the SFTP side goes on
         assert remote.list_folder("/site") == {}
@@ -109,6 +109,22 @@ def test_sftp_only_is_found_once_per_connection(
         remote.close()
     log = sshd.log_path.read_text()
     assert log.count("This service allows sftp connections only") <= 1
+
+
+def test_a_forced_sftp_server_program_is_sftp_only_too(
+    make_sshd: MakeSshd, repo: Path, remote_root: Path, write_config: WriteConfig
+) -> None:
+    # Unlike internal-sftp it does not refuse a command: it waits for SFTP requests on stdin,
+    # and only the end of stdin ends it. A deadline would pass first if stdin stayed open.
+    program = find_sftp_server()
+    assert program is not None, "OpenSSH's sftp-server is missing (openssh-sftp-server)"
+    sshd = make_sshd(extra_config=[f"ForceCommand {program}"])
+    remote = connect(write_config(repo, sshd, remote_root))
+    try:
+        with pytest.raises(RemoteCommandError, match=SFTP_ONLY):
+            remote.run("true", timeout=30)
+    finally:
+        remote.close()
 
 
 # -- no sftp subsystem --------------------------------------------------------------------------
