@@ -107,8 +107,9 @@ def test_sftp_only_is_found_once_per_connection(
         assert remote.list_folder("/site") == {}
     finally:
         remote.close()
-    log = sshd.log_path.read_text()
-    assert log.count("This service allows sftp connections only") <= 1
+    # One session for SFTP, one for the first command; the second command never went out.
+    sessions = sshd.log_path.read_text().count("Starting session: forced-command")
+    assert sessions == 2
 
 
 def test_a_forced_sftp_server_program_is_sftp_only_too(
