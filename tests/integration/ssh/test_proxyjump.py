@@ -120,3 +120,24 @@ def test_a_jump_host_that_cannot_reach_the_target(
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: ProxyJump jumphost failed: ")
     assert "Connection refused" in line
+
+
+def test_trust_through_the_jump_host_files_the_key_under_the_ipv6_name(
+    make_sshd: MakeSshd,
+    tmp_path: Path,
+    repo: Path,
+    remote_root: Path,
+    write_config: WriteConfig,
+) -> None:
+    jump = make_sshd()
+    target = make_sshd(extra_config=["ListenAddress ::1"])
+    config = target_config(tmp_path, repo, remote_root, write_config, jump, target)
+    known = tmp_path / "target_known_hosts"
+    known.write_text("")
+    done = opswatch(config, "trust", "--yes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert known.read_text().split()[:3] == [
+        f"[::1]:{target.port}",
+        *_public_key(target.host_key).split(),
+    ]
+    assert opswatch(config, "sync").returncode == 0
