@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -95,15 +96,26 @@ def test_move_command_replaces_files_and_refuses_folders(tmp_path: Path) -> None
     assert (tmp_path / "it's c").read_text() == "new c"
 
 
-def _run_wrapped(command: str, path: Path, *, need_group: bool) -> subprocess.CompletedProcess[str]:
-    """The wrapper as the login shell would run it, in a process that leads no group."""
+@dataclass(frozen=True)
+class Wrapped:
+    pid: int
+    lines: list[str]
+    returncode: int
+
+
+def _run_wrapped(command: str, path: Path, *, need_group: bool, leader: bool = False) -> Wrapped:
+    """The wrapper as the login shell would run it: leading its own session and group, as
+    sshd makes it (``leader``), or not."""
     line = wrap(command, need_group=need_group)
-    return subprocess.run(
-        ["sh", "-c", f"{line}; :"],  # `; :` keeps sh from exec'ing: its child leads no group
-        capture_output=True,
+    with subprocess.Popen(
+        ["sh", "-c", line],
+        stdout=subprocess.PIPE,
         text=True,
         env={"PATH": f"{path}:/usr/bin:/bin"},
-    )
+        start_new_session=leader,
+    ) as process:
+        out, _ = process.communicate(timeout=30)
+    return Wrapped(process.pid, out.splitlines(), process.returncode)
 
 
 @pytest.fixture
@@ -116,16 +128,29 @@ def no_setsid_w(tmp_path: Path) -> Path:
 
 def test_wrapper_without_setsid_w_or_own_group_refuses_a_deadline(no_setsid_w: Path) -> None:
     done = _run_wrapped("echo ran", no_setsid_w, need_group=True)
-    assert done.stdout.splitlines() == [NO_GROUP_MARK]
+    assert (done.lines, done.returncode) == ([NO_GROUP_MARK], 125)
     done = _run_wrapped("echo ran", no_setsid_w, need_group=False)
-    assert done.stdout.splitlines() == [NO_GROUP_MARK, "ran"]
+    assert done.lines == [NO_GROUP_MARK, "ran"]
+
+
+@pytest.mark.parametrize("pgid_from", ["/proc", "ps -o pgid="])
+def test_wrapper_without_setsid_w_uses_the_group_its_shell_leads(
+    no_setsid_w: Path, pgid_from: str
+) -> None:
+    if pgid_from == "ps -o pgid=":  # as on macOS: /proc is not read (here: sed finds nothing)
+        stub = no_setsid_w / "sed"
+        stub.write_text("#!/bin/sh\nexit 1\n")
+        stub.chmod(0o755)
+    done = _run_wrapped("echo ran; exit 5", no_setsid_w, need_group=True, leader=True)
+    assert done.lines == [f"{PID_MARK}{done.pid}", "ran"]
+    assert done.returncode == 5
 
 
 def test_wrapper_with_setsid_w_reports_the_group(tmp_path: Path) -> None:
     done = _run_wrapped("echo ran; exit 4", tmp_path, need_group=True)
-    first, *rest = done.stdout.splitlines()
-    assert first.startswith(PID_MARK) and rest == ["ran"]
-    assert done.returncode == 4
+    first, *rest = done.lines
+    assert first.startswith(PID_MARK)
+    assert rest == ["ran"] and done.returncode == 4
 
 
 # -- paramiko internals used by ssh/_compat.py: an upgrade that changes them fails here --------
