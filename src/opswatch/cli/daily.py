@@ -142,6 +142,8 @@ def _print_report(report: VerifyReport) -> None:
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:
         how += f", {report.read_over_sftp} read over SFTP"
+    if report.no_remote_hash:
+        how += f": {report.no_remote_hash}"
     click.echo(
         f"{report.checked} checked: {matching} match, {len(report.differ)} differ, "
         f"{len(report.missing)} missing ({how})"

@@ -109,3 +109,45 @@ def set_transport_poll(transport: paramiko.Transport, seconds: float) -> None:
 def remote_cipher(transport: paramiko.Transport) -> str:
     """The cipher the server's packets are encrypted with, for the log."""
     return str(getattr(transport, "remote_cipher", "") or "?")
+
+
+# -- paramiko's key exchange internals ---------------------------------------------------------
+# paramiko knows the curve25519 exchange only by its pre-standard name
+# ``curve25519-sha256@libssh.org``; RFC 8731 names the very same exchange ``curve25519-sha256``,
+# and some servers (Dropbear builds, appliances, hardened OpenSSH configs) offer only that name.
+# Registering the alias needs ``Transport._kex_info``; seeing what a server offered when no
+# algorithm matched needs ``Transport._parse_kex_init`` and ``_really_parse_kex_init``.
+# tests/unit/ssh/test_server.py fails loudly when an upgrade changes any of them.
+
+RFC_CURVE25519 = "curve25519-sha256"
+LIBSSH_CURVE25519 = "curve25519-sha256@libssh.org"
+
+
+def accept_rfc_curve25519(transport: paramiko.Transport) -> None:
+    """Let ``transport`` offer and accept ``curve25519-sha256``, just ahead of the old name."""
+    kex_info = dict(type(transport)._kex_info)  # type: ignore[attr-defined]
+    if LIBSSH_CURVE25519 not in kex_info:
+        return  # this build of paramiko has no curve25519 at all
+    kex_info[RFC_CURVE25519] = kex_info[LIBSSH_CURVE25519]
+    transport._kex_info = kex_info  # type: ignore[attr-defined]
+    options = transport.get_security_options()
+    kex = [name for name in options.kex if name != RFC_CURVE25519]
+    at = kex.index(LIBSSH_CURVE25519) if LIBSSH_CURVE25519 in kex else 0
+    options.kex = tuple([*kex[:at], RFC_CURVE25519, *kex[at:]])
+
+
+def record_offered_algorithms(transport: paramiko.Transport) -> dict[str, list[str]]:
+    """A dict that fills with the server's KEXINIT lists (``kex_algo_list``,
+    ``server_encrypt_algo_list`` …) as soon as it arrives, before paramiko judges them."""
+    offered: dict[str, list[str]] = {}
+    parse = transport._parse_kex_init  # type: ignore[attr-defined]
+
+    def recording(message: paramiko.Message) -> None:
+        try:
+            offered.update(transport._really_parse_kex_init(message))  # type: ignore[attr-defined]
+        finally:
+            message.rewind()
+        parse(message)
+
+    transport._parse_kex_init = recording  # type: ignore[attr-defined]
+    return offered

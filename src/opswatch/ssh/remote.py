@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import secrets
+import shlex
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,16 +20,30 @@ import paramiko
 import structlog
 
 from opswatch.config import RemoteConfig
-from opswatch.errors import ConnectError, RemoteError, RemoteFileMissing
+from opswatch.errors import (
+    ConnectError,
+    RemoteCommandError,
+    RemoteError,
+    RemoteFileMissing,
+)
 from opswatch.model import RemoteFile
 from opswatch.ssh.commands import CommandResult, run_command
 from opswatch.ssh.connect import STALL_S, HostKey, Link, fetch_host_key, open_link
 from opswatch.ssh.endpoint import Endpoint, resolve_endpoint
 from opswatch.ssh.failures import CAUGHT, describe, error_type, file_error
+from opswatch.ssh.server import (
+    NO_DEADLINE,
+    SFTP_ONLY,
+    SftpInfo,
+    SftpSupport,
+    move_command,
+    parse_moved,
+)
 
 log = structlog.get_logger("opswatch.remote")
 
 TEMP_MARK = ".opswatch-"
+MOVE_BUDGET = 64 * 1024  # bytes of one ``mv -f`` command: well below Linux's 128 KiB argument cap
 CHUNK = 255 * 1024  # OpenSSH's sftp-server accepts writes up to 256 KiB minus headers
 
 
@@ -108,6 +123,11 @@ class SshRemote:
         self._link: Link | None = None
         self._folders: set[str] = set()  # remote folders known to exist on this connection
         self._apart: paramiko.SFTPClient | None = None  # stat_apart's channel
+        # Found by the first command of a connection, so said once: no shell at all (an
+        # SFTP-only account), or no way to give a command a process group a deadline can stop.
+        self._no_shell = False
+        self._no_group = False
+        self._support = SftpSupport(posix_rename=True)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -131,6 +151,7 @@ class SshRemote:
         self.close()
         self._link = open_link(self.endpoint, timeout=self.timeout, stall_s=self.stall_s)
         self._folders.clear()
+        self._support = SftpSupport.from_info(self._link.sftp_info)
 
     def close(self) -> None:
         if self._link is not None:
@@ -138,6 +159,14 @@ class SshRemote:
         self._link = None
         self._apart = None  # went with the transport
         self._folders.clear()
+        self._no_shell = self._no_group = False
+
+    @property
+    def sftp_info(self) -> SftpInfo:
+        """The server's SFTP version and extensions, as it announced them at connect."""
+        if self._link is None:
+            raise ConnectError(f"not connected to {self.endpoint.describe()}")
+        return self._link.sftp_info
 
     @property
     def stalled(self) -> bool:
@@ -234,7 +263,13 @@ class SshRemote:
         """Many files in flight on the one SFTP channel (see ``upload``)."""
         from opswatch.ssh.upload import PipelinedUploader  # imports this module
 
-        uploader = PipelinedUploader(self.sftp, self._folders, self.endpoint.describe())
+        uploader = PipelinedUploader(
+            self.sftp,
+            self._folders,
+            self.endpoint.describe(),
+            support=self._support,
+            move=self.move_into_place,
+        )
         try:
             return uploader.upload_many(jobs)
         except ConnectError:
@@ -263,10 +298,51 @@ class SshRemote:
         on_line: Callable[[str], None] | None = None,
         keep_lines: int = 40,
     ) -> CommandResult:
-        """Run ``command`` through the remote shell on a new channel of the same transport."""
-        return run_command(
+        """Run ``command`` through the remote shell on a new channel of the same transport.
+
+        An account without a shell, or a deadline the server could not enforce, raises
+        ``RemoteCommandError`` with the one line that says so (found once per connection).
+        """
+        if self._no_shell or (self._no_group and timeout > 0):
+            raise RemoteCommandError(SFTP_ONLY if self._no_shell else NO_DEADLINE)
+        result = run_command(
             self.transport, command, timeout=timeout, on_line=on_line, keep_lines=keep_lines
         )
+        if not result.shell and not result.timed_out:
+            self._no_shell = True
+            log.warning("sftp_only", host=self.endpoint.describe(), detail=SFTP_ONLY)
+            raise RemoteCommandError(SFTP_ONLY)
+        if result.no_group and timeout > 0:
+            self._no_group = True
+            log.warning("no_process_group", host=self.endpoint.describe(), detail=NO_DEADLINE)
+            raise RemoteCommandError(NO_DEADLINE)
+        return result
+
+    def move_into_place(self, moves: Sequence[tuple[str, str]]) -> list[bool]:
+        """``mv -f`` each (temp, target) over an exec channel, where the server's SFTP lacks
+        posix-rename; whether each landed. No shell raises ``RemoteCommandError``."""
+        landed: list[bool] = []
+        for batch in _move_batches(list(moves)):
+            lines: list[str] = []
+            # Without a deadline: a rename does not hang, and a server whose commands cannot be
+            # stopped can still rename.
+            self.run(move_command(batch), timeout=0, on_line=lines.append, keep_lines=1)
+            landed += parse_moved(lines, len(batch))
+        return landed
+
+
+def _move_batches(moves: list[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+    batch: list[tuple[str, str]] = []
+    used = 0
+    for temp, target in moves:
+        cost = len(shlex.quote(move_command([(temp, target)])))  # the exec wrapper quotes again
+        if batch and used + cost > MOVE_BUDGET:
+            yield batch
+            batch, used = [], 0
+        batch.append((temp, target))
+        used += cost
+    if batch:
+        yield batch
 
 
 @contextmanager

@@ -183,6 +183,15 @@ def packed_attrs(attrs: paramiko.SFTPAttributes) -> bytes:
     return _INT.pack(flags) + b"".join(fields)
 
 
+def status_code(kind: int, msg: Message) -> int | None:
+    """The code of a STATUS reply, leaving ``msg`` unread; None for any other reply."""
+    if kind != CMD_STATUS:
+        return None
+    code = msg.get_int()
+    msg.rewind()
+    return code
+
+
 def status_error(
     kind: int, msg: Message, path: str, request: str = "write"
 ) -> RemoteFileError | None:
