@@ -2,6 +2,7 @@
 
     python3 bench/run.py            # the full run (several minutes)
     python3 bench/run.py --quick    # fewer repeats, no 500 × scp, a short idle window
+    python3 bench/run.py --link 40:50   # through a link of 40 ms round trip and 50 Mbit/s
 
 Each measurement is "write the files → the remote copy of every one of them holds the new
 content" (every file is read back and compared). Repeats alternate the order of the tools;
@@ -30,18 +31,46 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "src"))
 
 from idle import measure_idle  # noqa: E402
+from link import LinkedServer, parse  # noqa: E402
 from opswatch.demo.sshd import LocalSshd  # noqa: E402
 from tools import Lsyncd, OneScp, Opswatch, Rsync, ScpPerFile, Tool, available  # noqa: E402
+from tree import TREE_WORKLOADS, measure_tree  # noqa: E402
 
 SINGLE_SIZE = 4 * 1024
 BURST_FILES = 500
 BURST_SIZE = 2 * 1024
 BIG_SIZE = 50 * 1024 * 1024
-WORKLOADS = {
+EDITS = {
     "single": "one 4 KiB file edited",
     "burst": "500 files × 2 KiB changed at once",
     "big": "one 50 MiB file",
 }
+WORKLOADS = {**EDITS, **TREE_WORKLOADS}
+# What no tool can beat on a link (None on loopback): the bytes at the link's rate plus the
+# round trips a protocol must make. A watched edit: one to look at the target and open where
+# the file goes, then half of one for the content to reach the server (the measurement stops
+# when the file is there, not when the client hears of it). A (re)start: an SSH connection
+# (TCP, key exchange, new keys, auth, channel and subsystem: 7 round trips) and one to look at
+# the server; the tree's names (~30 bytes each, at best) or contents (~45 bytes) on top.
+TREE_NAMES_BYTES = 10_000 * 30
+TREE_CONTENT_BYTES = 10_000 * 45
+FLOOR: dict[str, tuple[float, float]] = {  # workload: (bytes, round trips)
+    "single": (SINGLE_SIZE, 1.5),
+    "burst": (BURST_FILES * BURST_SIZE, 1.5),
+    "big": (BIG_SIZE, 1.5),
+    "restart": (TREE_NAMES_BYTES, 8),
+    "first": (TREE_CONTENT_BYTES, 10),
+}
+
+
+def floor_s(workload: str, link: tuple[float, float] | None) -> float | None:
+    if link is None:
+        return None
+    rtt_ms, mbit = link
+    size, trips = FLOOR[workload]
+    return size * 8 / (mbit * 1e6) + trips * rtt_ms / 1000
+
+
 PEERS: list[tuple[type[Tool], str]] = [
     (ScpPerFile, "scp"),
     (OneScp, "scp"),
@@ -209,8 +238,15 @@ def fmt(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def table(medians: dict[str, dict[str, float]], names: list[str], quiet_s: float) -> str:
+def table(
+    medians: dict[str, dict[str, float]],
+    names: list[str],
+    quiet_s: float,
+    link: tuple[float, float] | None,
+) -> str:
     head = ["workload", *names, "opswatch − quiet period"]
+    if link is not None:
+        head.append("floor")
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for workload, label in WORKLOADS.items():
         if workload not in medians:
@@ -220,20 +256,27 @@ def table(medians: dict[str, dict[str, float]], names: list[str], quiet_s: float
         for name in names:
             value = medians[workload].get(name)
             if value is None:
-                cells.append("skipped")
+                cells.append("skipped" if workload in EDITS else "—")
             elif name == "opswatch" or ours is None:
                 cells.append(fmt(value))
             else:
                 cells.append(f"{fmt(value)} ({value / ours:.1f}×)")
-        cells.append(fmt(ours - quiet_s) if ours is not None else "")
+        watched = workload in EDITS
+        cells.append(fmt(ours - quiet_s) if ours is not None and watched else "")
+        floor = floor_s(workload, link)
+        if floor is not None:
+            cells.append(fmt(floor))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 def target_lines(
-    medians: dict[str, dict[str, float]], idle: dict[str, Any], quiet_s: float
+    medians: dict[str, dict[str, float]],
+    idle: dict[str, Any],
+    quiet_s: float,
+    link: tuple[float, float] | None,
 ) -> list[str]:
-    lines = []
+    lines: list[str] = []
 
     def ratio(workload: str, peer: str, minus_quiet: bool, limit: float) -> None:
         if workload not in medians:
@@ -247,6 +290,8 @@ def target_lines(
         verdict = "met" if value <= limit else "NOT met"
         lines.append(f"{workload} vs {peer}: {value:.3f}× (target ≤ {limit}×) {verdict}")
 
+    if link is not None:
+        return lines + link_targets(medians, quiet_s, link, ratio)
     single = medians.get("single", {}).get("opswatch")
     if single is not None:
         extra = (single - quiet_s) * 1000
@@ -272,14 +317,41 @@ def target_lines(
     return lines
 
 
+def link_targets(
+    medians: dict[str, dict[str, float]],
+    quiet_s: float,
+    link: tuple[float, float],
+    ratio: Callable[[str, str, bool, float], None],
+) -> list[str]:
+    """The targets on a link (issue: "Fast on a real link"), in round trips and ratios."""
+    rtt_s = link[0] / 1000
+    lines = []
+    single = medians.get("single", {}).get("opswatch")
+    if single is not None:
+        trips = (single - quiet_s) / rtt_s
+        verdict = "met" if trips <= 2.5 else "NOT met"
+        lines.append(f"single: latency − quiet = {trips:.2f} RTT (target ≤ 2.5) {verdict}")
+    ratio("single", "rsync -e ssh", True, 0.2)
+    ratio("burst", "rsync -e ssh", False, 0.4)
+    ratio("burst", "lsyncd", False, 0.4)
+    big = medians.get("big", {}).get("opswatch")
+    if big is not None:
+        share = BIG_SIZE * 8 / (link[1] * 1e6) / big
+        verdict = "met" if share >= 0.85 else "NOT met"
+        lines.append(f"big: {share:.0%} of the link rate (target ≥ 85%) {verdict}")
+    ratio("restart", "rsync -e ssh", False, 1.0)
+    ratio("first", "rsync -e ssh", False, 1.5)
+    return lines
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
 def run_workloads(
-    args: argparse.Namespace, tools: list[Tool], log: Callable[[str], None]
+    args: argparse.Namespace, edits: list[str], tools: list[Tool], log: Callable[[str], None]
 ) -> dict[str, dict[str, list[float]]]:
-    samples: dict[str, dict[str, list[float]]] = {w: {t.name: [] for t in tools} for w in args.only}
-    for workload in args.only:
+    samples: dict[str, dict[str, list[float]]] = {w: {t.name: [] for t in tools} for w in edits}
+    for workload in edits:
         rounds = max(repeats_for(args, workload, t) for t in tools)
         for index in range(rounds):
             data = contents(workload, index)
@@ -294,6 +366,48 @@ def run_workloads(
     return samples
 
 
+def run_all(
+    args: argparse.Namespace,
+    work: Path,
+    server: Any,
+    missing: list[str],
+    log: Callable[[str], None],
+) -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, Any]]:
+    """Every workload asked for against ``server`` (the sshd, or the link in front of it)."""
+    tools: list[Tool] = [Opswatch(work, server, quiet_ms=args.quiet_ms)]
+    wanted = args.tools.split(",") if args.tools is not None else None
+    for kind, command in PEERS:
+        if command not in missing and (wanted is None or kind.name in wanted):
+            tools.append(kind(work, server))
+    names = [t.name for t in tools]
+    edits = [w for w in args.only if w in EDITS]
+    samples: dict[str, dict[str, list[float]]] = {}
+    try:
+        if edits:
+            for tool in tools:
+                log(f"preparing {tool.name}")
+                prepare(tool, edits)
+            samples = run_workloads(args, edits, tools, log)
+    finally:
+        for tool in tools:
+            try:
+                tool.stop()
+            except Exception as exc:
+                log(f"stopping {tool.name}: {exc}")
+    if any(w in TREE_WORKLOADS for w in args.only):
+        log("tree: 10 000 files in 100 folders, first sync and restart")
+        repeats = args.repeats or (1 if args.quick else 3)
+        with_rsync = "rsync" not in missing and (wanted is None or "rsync -e ssh" in wanted)
+        tree = measure_tree(work, server, repeats=repeats, with_rsync=with_rsync, log=log)
+        samples.update({w: tree[w] for w in TREE_WORKLOADS if w in args.only})
+    idle: dict[str, Any] = {}
+    if not args.no_idle:
+        log("idle: 10 000 files, connected, nothing changing")
+        window = args.idle_s or (15.0 if args.quick else 60.0)
+        idle = measure_idle(work, server, window_s=window, restarts=3 if args.quick else 5)
+    return samples, names, idle
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
@@ -306,9 +420,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         choices=list(WORKLOADS),
         metavar="WORKLOAD",
-        help="run only this workload (single, burst, big; may be repeated)",
+        help="run only this workload (single, burst, big, restart, first; may be repeated)",
     )
     parser.add_argument("--repeats", type=int, help="repeats per workload and tool")
+    parser.add_argument(
+        "--link",
+        metavar="RTT_MS:MBIT",
+        help="put a delaying, rate-limiting proxy between every contender and the sshd "
+        "(e.g. 40:50: 40 ms round trip, 50 Mbit/s each way)",
+    )
     parser.add_argument(
         "--work-dir",
         help="where the trees (local and remote), the state and the sshd go "
@@ -327,42 +447,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = ensure_peers()
     for name in missing:
         log(f"{name} is not installed: its columns are skipped")
+    link = parse(args.link) if args.link else None
     work = Path(tempfile.mkdtemp(prefix="opswatch-bench-", dir=args.work_dir))
-    tools: list[Tool] = []
     try:
         with LocalSshd(work / "sshd") as sshd:
-            tools.append(Opswatch(work, sshd, quiet_ms=args.quiet_ms))
-            wanted = args.tools.split(",") if args.tools is not None else None
-            for kind, command in PEERS:
-                if command not in missing and (wanted is None or kind.name in wanted):
-                    tools.append(kind(work, sshd))
-            for tool in tools:
-                log(f"preparing {tool.name}")
-                prepare(tool, args.only)
-            samples = run_workloads(args, tools, log)
-            for tool in tools:
-                tool.stop()
-            idle: dict[str, Any] = {}
-            if not args.no_idle:
-                log("idle: 10 000 files, connected, nothing changing")
-                window = args.idle_s or (15.0 if args.quick else 60.0)
-                idle = measure_idle(work, sshd, window_s=window, restarts=3 if args.quick else 5)
-    finally:
-        for tool in tools:
+            server: Any = sshd
+            if link is not None:
+                server = LinkedServer(sshd, link[0], link[1], work / "link").start()
+                log(f"through a link of {link[0]:g} ms round trip and {link[1]:g} Mbit/s")
             try:
-                tool.stop()
-            except Exception as exc:
-                log(f"stopping {tool.name}: {exc}")
+                samples, names, idle = run_all(args, work, server, missing, log)
+            finally:
+                if link is not None:
+                    server.stop()
+    finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    names = [t.name for t in tools]
     medians = {
         w: {n: statistics.median(s) for n, s in by_tool.items() if s}
         for w, by_tool in samples.items()
     }
     quiet_s = args.quiet_ms / 1000
-    report = table(medians, names, quiet_s)
-    verdicts = target_lines(medians, idle, quiet_s)
+    report = table(medians, names, quiet_s, link)
+    verdicts = target_lines(medians, idle, quiet_s, link)
     log("\n" + report + "\n")
     for line in verdicts:
         log(line)
@@ -381,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "only": args.only,
                 "work_dir": str(work.parent),
                 "quiet_ms": args.quiet_ms,
+                "link": args.link,
                 "machine": info,
                 "samples_s": samples,
                 "medians_s": medians,
