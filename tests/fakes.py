@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from opswatch.errors import ConnectError, OpswatchError, RemoteError
 from opswatch.model import RemoteFile
-from opswatch.ssh.remote import UploadJob, UploadOutcome
+from opswatch.ssh.transfer import UploadJob, UploadOutcome
 
 
 class FakeClock:
@@ -89,13 +89,17 @@ class FakeRemote:
         self._check()
         return {path: self._stat(path) for path in paths}
 
-    def list_folder(self, folder: str) -> dict[str, RemoteFile]:
+    def list_folders(self, folders: Sequence[str]) -> Iterator[tuple[str, dict[str, RemoteFile]]]:
         self._check()
-        return {
-            posixpath.basename(path): self._stat(path)  # type: ignore[misc]
-            for path in self.files
-            if posixpath.dirname(path) == folder
-        }
+        for folder in folders:
+            yield (
+                folder,
+                {
+                    posixpath.basename(path): self._stat(path)  # type: ignore[misc]
+                    for path in self.files
+                    if posixpath.dirname(path) == folder
+                },
+            )
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
         self._check()

@@ -6,24 +6,22 @@ Every paramiko, socket and SFTP error met here becomes an ``opswatch.errors`` ty
 
 from __future__ import annotations
 
-import posixpath
-import secrets
 import shlex
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import paramiko
 import structlog
+from paramiko.message import Message
+from paramiko.sftp import CMD_EXTENDED
 
 from opswatch.config import RemoteConfig
 from opswatch.errors import (
     ConnectError,
     RemoteCommandError,
     RemoteError,
+    RemoteFileError,
     RemoteFileMissing,
 )
 from opswatch.model import RemoteFile
@@ -31,6 +29,8 @@ from opswatch.ssh.commands import CommandResult, run_command
 from opswatch.ssh.connect import STALL_S, HostKey, Link, fetch_host_key, open_link
 from opswatch.ssh.endpoint import Endpoint, resolve_endpoint
 from opswatch.ssh.failures import CAUGHT, describe, error_type, file_error
+from opswatch.ssh.listing import list_folders
+from opswatch.ssh.opening import Prepared, discard, prepare
 from opswatch.ssh.server import (
     NO_DEADLINE,
     SFTP_ONLY,
@@ -39,33 +39,14 @@ from opswatch.ssh.server import (
     move_command,
     parse_moved,
 )
+from opswatch.ssh.traits import LIMITS_REQUEST, UNKNOWN, from_limits
+from opswatch.ssh.transfer import UploadJob, UploadOutcome
+from opswatch.ssh.upload import PipelinedUploader
+from opswatch.ssh.wire import Wire, stat_many
 
 log = structlog.get_logger("opswatch.remote")
 
-TEMP_MARK = ".opswatch-"
 MOVE_BUDGET = 64 * 1024  # bytes of one ``mv -f`` command: well below Linux's 128 KiB argument cap
-CHUNK = 255 * 1024  # OpenSSH's sftp-server accepts writes up to 256 KiB minus headers
-
-
-@dataclass(frozen=True)
-class UploadJob:
-    source: Path  # absolute local path
-    remote: str  # absolute remote path
-    mode: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class UploadOutcome:
-    job: UploadJob
-    sha256: str = ""
-    size: int = 0
-    error: RemoteError | None = None
-    refused: str | None = None  # content that must not leave, e.g. a private key block
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.refused is None
 
 
 class Remote(Protocol):
@@ -77,40 +58,12 @@ class Remote(Protocol):
     def close(self) -> None: ...
     def probe(self, timeout: float) -> None: ...
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]: ...
-    def list_folder(self, folder: str) -> dict[str, RemoteFile]: ...
+    def list_folders(
+        self, folders: Sequence[str]
+    ) -> Iterator[tuple[str, dict[str, RemoteFile]]]: ...
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]: ...
     def remove(self, path: str) -> None: ...
     def read(self, path: str) -> bytes: ...
-
-
-def temp_name(target: str) -> str:
-    folder, name = posixpath.split(target)
-    return posixpath.join(folder, f".{name}{TEMP_MARK}{secrets.token_hex(4)}.tmp")
-
-
-def is_temp_name(name: str) -> bool:
-    return TEMP_MARK in name and name.endswith(".tmp") and name.startswith(".")
-
-
-PRIVATE_KEY_MARKERS = (b"-----BEGIN ", b" PRIVATE KEY-----")
-
-
-def holds_private_key(data: bytes) -> bool:
-    """True when ``data`` contains a PEM/OpenSSH private key block header."""
-    start = data.find(PRIVATE_KEY_MARKERS[0])
-    while start != -1:
-        line_end = data.find(b"\n", start)
-        line = data[start : line_end if line_end != -1 else len(data)]
-        if PRIVATE_KEY_MARKERS[1] in line:
-            return True
-        start = data.find(PRIVATE_KEY_MARKERS[0], start + 1)
-    return False
-
-
-def _attrs_to_file(attrs: paramiko.SFTPAttributes) -> RemoteFile:
-    return RemoteFile(
-        size=attrs.st_size or 0, mtime_s=int(attrs.st_mtime or 0), mode=attrs.st_mode or 0
-    )
 
 
 class SshRemote:
@@ -128,6 +81,9 @@ class SshRemote:
         self._no_shell = False
         self._no_group = False
         self._support = SftpSupport(posix_rename=True)
+        self._traits = UNKNOWN  # what the server allows, once it said (``traits``)
+        self._traits_asked = False
+        self._prepared: dict[str, Prepared] = {}  # temps opened by the last look, by target
 
     # -- connection -------------------------------------------------------------------------
 
@@ -150,7 +106,7 @@ class SshRemote:
     def connect(self) -> None:
         self.close()
         self._link = open_link(self.endpoint, timeout=self.timeout, stall_s=self.stall_s)
-        self._folders.clear()
+        self._forget_server()
         self._support = SftpSupport.from_info(self._link.sftp_info)
 
     def close(self) -> None:
@@ -158,8 +114,14 @@ class SshRemote:
             self._link.close()
         self._link = None
         self._apart = None  # went with the transport
-        self._folders.clear()
+        self._forget_server()
         self._no_shell = self._no_group = False
+
+    def _forget_server(self) -> None:
+        self._folders.clear()
+        self._traits = UNKNOWN
+        self._traits_asked = False
+        self._prepared.clear()
 
     @property
     def sftp_info(self) -> SftpInfo:
@@ -215,11 +177,12 @@ class SshRemote:
     # -- files -----------------------------------------------------------------------------
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
-        """All in one round trip (``wire.stat_many``); missing → None."""
-        from opswatch.ssh.wire import stat_many
-
+        """All in one round trip; missing → None. The look before an upload: a temp is opened
+        next to each path in the same flight, for the upload that usually follows (``prepare``)."""
         try:
-            return stat_many(self.sftp, paths, self.endpoint.describe())
+            wire = self._wire()
+            prepare(wire, paths, self._prepared)
+            return stat_many(wire, paths)
         except ConnectError:
             self.close()
             raise
@@ -230,8 +193,6 @@ class SshRemote:
         is. The channel is opened on first use and kept for the connection's life: opening one
         costs round trips (channel, subsystem, SFTP version) that a build check need not pay
         each time."""
-        from opswatch.ssh.wire import stat_many
-
         where = self.endpoint.describe()
         if self._apart is None:
             try:
@@ -243,30 +204,36 @@ class SshRemote:
             channel = self._apart.get_channel()
             if channel is not None:
                 channel.settimeout(self.timeout * 3)
-        return stat_many(self._apart, paths, where)
+        return stat_many(Wire(self._apart, where), paths)
 
-    def list_folder(self, folder: str) -> dict[str, RemoteFile]:
-        """Regular files directly in ``folder`` by name; a missing folder is empty."""
+    def list_folders(self, folders: Sequence[str]) -> Iterator[tuple[str, dict[str, RemoteFile]]]:
+        """Regular files directly in each folder by name, all folders pipelined (``listing``),
+        each yielded as it completes; a missing folder is empty. A folder that cannot be
+        listed raises its ``RemoteFileError`` once the others are read."""
+        failure: RemoteFileError | None = None
         try:
-            with self._translate(folder):
-                entries = self.sftp.listdir_attr(folder)
-        except RemoteFileMissing:
-            return {}
-        self._folders.add(folder)
-        return {
-            e.filename: _attrs_to_file(e)
-            for e in entries
-            if e.st_mode is not None and stat.S_ISREG(e.st_mode)
-        }
+            for folder, listing in list_folders(self._wire(), folders):
+                if isinstance(listing, RemoteFileError):
+                    failure = failure or listing
+                elif failure is None:
+                    if listing is not None:
+                        self._folders.add(folder)
+                    yield folder, listing or {}
+        except ConnectError:
+            self.close()
+            raise
+        if failure is not None:
+            raise failure
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
         """Many files in flight on the one SFTP channel (see ``upload``)."""
-        from opswatch.ssh.upload import PipelinedUploader  # imports this module
-
+        if not jobs and not self._prepared:
+            return []
         uploader = PipelinedUploader(
-            self.sftp,
+            self._wire(keep_prepared=True),
             self._folders,
-            self.endpoint.describe(),
+            lambda: self._traits,
+            self._prepared,
             support=self._support,
             move=self.move_into_place,
         )
@@ -275,6 +242,23 @@ class SshRemote:
         except ConnectError:
             self.close()
             raise
+
+    def _wire(self, *, keep_prepared: bool = False) -> Wire:
+        """A wire on the SFTP channel; the first of a connection also asks what the server
+        allows (``traits``): its answer arrives before any reply to what is sent after it.
+        Temps prepared by a look that no upload used are closed and removed on the way."""
+        wire = Wire(self.sftp, self.endpoint.describe())
+        if self._prepared and not keep_prepared:
+            discard(wire, self._prepared)
+        if not self._traits_asked:
+            self._traits_asked = True
+            banner = self.transport.remote_version
+
+            def answered(kind: int, msg: Message) -> None:
+                self._traits = from_limits(banner, kind, msg)
+
+            wire.send(CMD_EXTENDED, answered, LIMITS_REQUEST)
+        return wire
 
     def remove(self, path: str) -> None:
         try:

@@ -1,23 +1,24 @@
-"""Pipelined uploads: many files in flight on the one SFTP channel, from one thread.
+"""Pipelined uploads: a whole batch in flight on the one SFTP channel, from one thread.
 
-Why: on a burst the cost is round trips and per-file requests (open, write, setstat, close,
-rename), not bandwidth. paramiko's ``put()`` waits for every reply, so 500 small files cost
-2 500 round trips. Here one thread keeps up to ``WINDOW`` files in flight: every request that
-is ready goes out without waiting (``sftpwire`` batches them into one channel write), and each
-reply moves its file on. Handles are the opaque strings of CMD_HANDLE replies.
+Why: on a real link the cost of a burst is round trips, not bytes. paramiko's ``put()`` waits
+for every reply: 500 small files cost 2 500 round trips. Here every request that is ready goes
+out without waiting (``wire`` packs them into full SSH packets) and each reply moves its file
+on. What is in flight is bounded by bytes (``WINDOW_BYTES``: several times bandwidth × delay of
+any link we aim at), so all OPENs of a batch leave together, and by the server's handles.
 
-Each file keeps the guarantees of ``SshRemote.upload``: a temp name in the target folder; its
-writes, then mode and mtime (FSETSTAT on the same handle, which the server applies in order),
-then close; only when every one of those replies said OK is ``posix-rename@openssh.com`` sent,
-so a failure never leaves a partial target and the temp is removed. Where the server lacks
-``fsetstat`` (paramiko-based servers), mode and mtime go by SETSTAT on the closed temp instead;
-where it lacks posix-rename (asyncssh with it withheld, appliances), the finished temps are moved
-into place by ``mv -f`` over an exec channel after the batch, and without a shell they are not
-put in place at all: never a non-atomic write. Missing folders are made
-first (parents first) and remembered per connection. A per-file failure becomes that file's
-``RemoteFileError`` and the others go on; a broken link raises ``ConnectError`` for the batch.
-Content holding a private key block is refused before its first byte is sent (or, in a later
-chunk, before the rename), and the sha256 is of the bytes actually sent.
+A file's life: OPEN of a temp name in the target folder; then in one flight its WRITEs, mode
+and mtime (FSETSTAT on the handle), CLOSE; then ``posix-rename@openssh.com`` over the target.
+On a server that handles requests in order (``traits``) the rename of a small file goes in that
+same flight, so a file costs two round trips, not three; elsewhere, and for files bigger than
+one write, the rename waits until every other reply of the file said OK, so a failed write
+never leaves a partial target. Where the server lacks ``fsetstat`` (paramiko-based servers),
+mode and mtime go by SETSTAT on the closed temp instead; where it lacks posix-rename (asyncssh
+with it withheld, appliances), the finished temps are moved into place by ``mv -f`` over an
+exec channel after the batch, and without a shell they are not put in place at all: never a
+non-atomic write. Every reply is checked: a failure becomes that file's
+``RemoteFileError`` (its temp removed) and the others go on; a broken link raises
+``ConnectError`` for the batch. Content holding a private key block is refused before its first
+byte is sent (or, in a later chunk, before the rename); the sha256 is of the bytes sent.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import posixpath
-import stat
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 import paramiko
@@ -37,27 +37,24 @@ from paramiko.sftp import (
     CMD_EXTENDED,
     CMD_FSETSTAT,
     CMD_HANDLE,
-    CMD_MKDIR,
     CMD_OPEN,
     CMD_REMOVE,
     CMD_SETSTAT,
     CMD_WRITE,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
     SFTP_OP_UNSUPPORTED,
     int64,
 )
 
 from opswatch.errors import RemoteCommandError, RemoteFileError, RemoteFileMissing
-from opswatch.model import RemoteFile
-from opswatch.ssh.remote import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
+from opswatch.ssh.folders import ensure_folders
+from opswatch.ssh.opening import OPEN_FLAGS, Prepared, discard, ignored, sftp_attrs
 from opswatch.ssh.server import NO_ATOMIC_RENAME, POSIX_RENAME, SftpSupport
-from opswatch.ssh.wire import Arg, OnReply, Wire, stat_each, status_code, status_error
+from opswatch.ssh.traits import ServerTraits
+from opswatch.ssh.transfer import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
+from opswatch.ssh.wire import Arg, OnReply, Wire, status_code, status_error
 
-WINDOW = 64  # files in flight
-WRITES_PER_FILE = 8  # 255 KiB writes in flight per big file
-MAX_INFLIGHT_BYTES = 16 * 1024 * 1024  # of write payload, over all files
+WINDOW_BYTES = 8 * 1024 * 1024  # in flight: file data read and not yet acknowledged, + overhead
+FILE_COST = 512  # what one file's five requests and their replies weigh, beyond its data
 # Moves finished temps onto their targets without SFTP (``SshRemote.move_into_place``).
 Mover = Callable[[Sequence[tuple[str, str]]], list[bool]]
 
@@ -65,7 +62,7 @@ Mover = Callable[[Sequence[tuple[str, str]]], list[bool]]
 class _Stage(enum.Enum):
     OPENING = "opening"  # OPEN sent, waiting for the handle
     WRITING = "writing"  # writes going out
-    CLOSING = "closing"  # FSETSTAT + CLOSE sent: rename once every reply said OK
+    CLOSING = "closing"  # FSETSTAT + CLOSE (and maybe the rename) sent: waiting for replies
     RENAMING = "renaming"
     PARKED = "parked"  # complete and closed: waits for ``mv -f`` after the batch
     CLEANING = "cleaning"  # failed: closing the handle and removing the temp
@@ -75,22 +72,27 @@ class _Stage(enum.Enum):
 class _File:
     """One upload in flight: its local source, temp name, handle and requests outstanding."""
 
-    def __init__(self, index: int, job: UploadJob, source: IO[bytes]) -> None:
+    def __init__(
+        self, index: int, job: UploadJob, source: IO[bytes], ready: Prepared | None
+    ) -> None:
         self.index = index  # in the batch
         self.job = job
         self.source = source
-        self.temp = temp_name(job.remote)
-        self.stage = _Stage.OPENING
-        self.handle = b""
+        self.temp = ready.temp if ready else temp_name(job.remote)
+        self.stage = _Stage.WRITING if ready else _Stage.OPENING
+        self.handle = ready.handle if ready else b""
         self.digest = hashlib.sha256()
         self.chunk = b""  # read, checked and hashed, not sent yet
         self.offset = 0
         self.eof = False
         self.tail = b""
         self.outstanding = 0
+        self.held = 0  # bytes of the window this file holds
+        self.renamed = False  # the rename's reply said OK
+        self.park = False  # the rename is not supported: ``mv -f`` after the batch
+        self.needs_setstat = False  # the server had no FSETSTAT: SETSTAT the closed file
         self.error: RemoteFileError | None = None
         self.refused: str | None = None
-        self.needs_setstat = False  # the server had no FSETSTAT: SETSTAT the closed temp
 
     @property
     def failed(self) -> bool:
@@ -114,6 +116,8 @@ class _File:
         self.digest.update(chunk)
         self.chunk = chunk
         self.eof = len(chunk) < CHUNK
+        if self.eof:
+            self.source.close()  # a batch of 10 000 small files must not hold 10 000 fds
 
     def outcome(self) -> UploadOutcome:
         if self.refused is not None:
@@ -124,33 +128,40 @@ class _File:
 
 
 class PipelinedUploader:
-    """Uploads a batch with up to ``WINDOW`` files in flight; see the module docstring."""
+    """Uploads a batch within a byte window; see the module docstring."""
 
     def __init__(
         self,
-        sftp: paramiko.SFTPClient,
+        wire: Wire,
         folders: set[str],
-        where: str,
+        traits: Callable[[], ServerTraits],
+        prepared: dict[str, Prepared],
         *,
         support: SftpSupport | None = None,
         move: Mover | None = None,
     ) -> None:
-        self.wire = Wire(sftp, where)
+        self.wire = wire
         self.folders = folders  # remote folders known to exist on this connection (shared)
+        self.prepared = prepared  # temps already open, by target (shared)
         self.support = support or SftpSupport(posix_rename=True)  # learned: shared per link
         self.move = move
         self.parked: list[_File] = []
-        self._inflight_bytes = 0
+        self.traits = traits  # read when needed: the first replies of a connection set them
+        self._held = 0  # bytes of the window in use
         self._touched: set[int] = set()  # files that got a reply since they were last advanced
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
-        unusable = self._ensure_folders(posixpath.dirname(j.remote) for j in jobs)
+        self.folders.update(posixpath.dirname(target) for target in self.prepared)
+        unusable = ensure_folders(
+            self.wire, self.folders, (posixpath.dirname(j.remote) for j in jobs)
+        )
         outcomes: dict[int, UploadOutcome] = {}
         waiting = deque(enumerate(jobs))
         active: dict[int, _File] = {}
         try:
             while waiting or active:
-                while waiting and len(active) < WINDOW:
+                limit = self.traits().max_files
+                while waiting and len(active) < limit and self._held < WINDOW_BYTES:
                     index, job = waiting.popleft()
                     error = unusable.get(posixpath.dirname(job.remote))
                     started = UploadOutcome(job, error=error) if error else self._start(index, job)
@@ -163,19 +174,22 @@ class PipelinedUploader:
                 for index in touched:
                     file = active[index]
                     self._advance(file)
-                    if file.stage is _Stage.DONE:
+                    if file.stage in (_Stage.DONE, _Stage.PARKED):
                         file.source.close()
-                        outcomes[index] = file.outcome()
-                        del active[index]
-                    elif file.stage is _Stage.PARKED:
-                        file.source.close()
-                        self.parked.append(file)
+                        self._release(file)
+                        if file.stage is _Stage.DONE:
+                            outcomes[index] = file.outcome()
+                        else:
+                            self.parked.append(file)
                         del active[index]
                 if active:
                     self.wire.pump()
         finally:
             for file in active.values():
                 file.source.close()
+        if self.prepared:  # refused, vanished, or not part of this batch after all
+            discard(self.wire, self.prepared)
+            self.wire.drain()
         for file in self._move_parked():
             outcomes[file.index] = file.outcome()
         return [outcomes[i] for i in range(len(jobs))]
@@ -196,69 +210,15 @@ class PipelinedUploader:
         for file, ok in zip(parked, landed, strict=True):
             if not ok:
                 file.fail(RemoteFileError(file.job.remote, "`mv -f` could not put it in place"))
-                self.wire.send(CMD_REMOVE, _ignored, file.temp)
+                self.wire.send(CMD_REMOVE, ignored, file.temp)
         self.wire.drain()
         return parked
-
-    # -- folders ---------------------------------------------------------------------------
-
-    def _ensure_folders(self, wanted: Iterable[str]) -> dict[str, RemoteFileError]:
-        """Make the missing folders, parents first; returns the folders that cannot be used."""
-        unknown: set[str] = set()
-        for folder in set(wanted):
-            while folder not in self.folders and folder not in ("", "/"):
-                unknown.add(folder)
-                folder = posixpath.dirname(folder)
-        if not unknown:
-            return {}
-        found = stat_each(self.wire.sftp, sorted(unknown), self.wire.where)
-        broken: dict[str, RemoteFileError] = {}
-        missing = []
-        for folder, info in found.items():
-            if info is None:
-                missing.append(folder)
-            elif isinstance(info, RemoteFileError):
-                broken[folder] = info  # e.g. permission denied: its files fail, others go on
-            elif stat.S_ISDIR(info.mode):
-                self.folders.add(folder)
-            else:
-                broken[folder] = RemoteFileError(folder, "exists and is not a folder")
-        # One depth per round trip: a folder's mkdir goes out only once its parent exists.
-        for depth in sorted({f.count("/") for f in missing}):
-            self._mkdir([f for f in missing if f.count("/") == depth], broken)
-        unusable = {}
-        for folder in unknown:
-            error = _broken_above(folder, broken)
-            if error is not None:
-                unusable[folder] = error
-        return unusable
-
-    def _mkdir(self, folders: list[str], broken: dict[str, RemoteFileError]) -> None:
-        refused: list[str] = []
-        for folder in folders:
-            if _broken_above(posixpath.dirname(folder), broken) is not None:
-                continue
-
-            def made(kind: int, msg: Message, folder: str = folder) -> None:
-                if status_error(kind, msg, folder) is None:
-                    self.folders.add(folder)
-                else:
-                    refused.append(folder)
-
-            self.wire.send(CMD_MKDIR, made, folder, _attrs(mode=0o755))
-        self.wire.drain()
-        if refused:  # made meanwhile by someone else is fine; anything else is not
-            for folder, info in stat_each(self.wire.sftp, refused, self.wire.where).items():
-                if isinstance(info, RemoteFile) and stat.S_ISDIR(info.mode):
-                    self.folders.add(folder)
-                else:
-                    broken[folder] = RemoteFileError(folder, "cannot create the folder")
 
     # -- files -----------------------------------------------------------------------------
 
     def _start(self, index: int, job: UploadJob) -> _File | UploadOutcome:
         try:
-            source = open(job.source, "rb")  # noqa: SIM115 - closed when the file is done
+            source = open(job.source, "rb")  # noqa: SIM115 - closed at its end of file
         except OSError as exc:
             reason = (
                 "local file vanished"
@@ -266,13 +226,26 @@ class PipelinedUploader:
                 else f"cannot read the local file: {exc.strerror or exc}"
             )
             return UploadOutcome(job, error=RemoteFileError(job.remote, reason))
-        file = _File(index, job, source)
+        file = _File(index, job, source, self.prepared.pop(job.remote, None))
         file.read()  # a refused file sends nothing at all, not even the OPEN
         if file.failed:
             source.close()
+            if file.handle:
+                self.prepared[job.remote] = Prepared(file.temp, file.handle)  # discarded
             return file.outcome()
-        self._send(file, CMD_OPEN, self._on_open(file), file.temp, _OPEN_FLAGS, _attrs())
+        self._hold(file, FILE_COST + len(file.chunk))
+        if not file.handle:
+            self._send(file, CMD_OPEN, self._on_open(file), file.temp, OPEN_FLAGS, sftp_attrs())
         return file
+
+    def _hold(self, file: _File, size: int) -> None:
+        file.held += size
+        self._held += size
+
+    def _release(self, file: _File, size: int | None = None) -> None:
+        size = file.held if size is None else size
+        file.held -= size
+        self._held -= size
 
     def _send(self, file: _File, kind: int, on_reply: OnReply, *args: Arg) -> None:
         file.outstanding += 1
@@ -300,7 +273,7 @@ class PipelinedUploader:
 
     def _checked(self, file: _File, payload: int = 0) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
-            self._inflight_bytes -= payload
+            self._release(file, payload)
             file.fail(status_error(kind, msg, file.job.remote))
 
         return reply
@@ -314,32 +287,39 @@ class PipelinedUploader:
                 self._write(file)
         elif file.stage is _Stage.CLOSING and file.outstanding == 0:
             if file.failed:
-                self._clean_up(file, close=False)
+                # A rename that went out with the close and succeeded took the temp away.
+                self._clean_up(file, close=False, remove=not file.renamed)
             elif file.needs_setstat:
                 file.needs_setstat = False
-                self._send(file, CMD_SETSTAT, self._checked(file), file.temp, self._attrs(file))
-            elif self.support.posix_rename is False:
+                path = file.job.remote if file.renamed else file.temp
+                self._send(file, CMD_SETSTAT, self._checked(file), path, self._attrs(file))
+            elif file.park or self.support.posix_rename is False:
                 file.stage = _Stage.PARKED
+            elif file.renamed:
+                file.stage = _Stage.DONE
             else:
-                file.stage = _Stage.RENAMING
-                args = (POSIX_RENAME, file.temp, file.job.remote)
-                self._send(file, CMD_EXTENDED, self._on_renamed(file), *args)
+                self._rename(file)
+        elif file.stage is _Stage.RENAMING and file.outstanding == 0:
+            file.stage = _Stage.PARKED if file.park else _Stage.DONE
+            if file.failed:
+                self._clean_up(file, close=False)
         elif file.stage is _Stage.CLEANING and file.outstanding == 0:
             file.stage = _Stage.DONE
 
     def _write(self, file: _File) -> None:
-        while file.outstanding < WRITES_PER_FILE and not file.failed:
+        while not file.failed:
             if file.chunk:
                 size = len(file.chunk)
-                if self._inflight_bytes + size > MAX_INFLIGHT_BYTES and file.outstanding:
-                    return  # other files hold the budget; this one has writes in flight
-                self._inflight_bytes += size
+                if self._held >= WINDOW_BYTES and file.outstanding:
+                    return  # other files hold the window; this one has writes in flight
                 args = (file.handle, int64(file.offset), file.chunk)
                 self._send(file, CMD_WRITE, self._checked(file, size), *args)
                 file.offset += size
                 file.chunk = b""
             if not file.eof:
                 file.read()
+                if file.chunk:
+                    self._hold(file, len(file.chunk))
                 continue
             # Mode and mtime on the handle, after the writes (in order on one handle).
             if self.support.fsetstat:
@@ -349,13 +329,25 @@ class PipelinedUploader:
                 file.needs_setstat = True
             self._send(file, CMD_CLOSE, self._checked(file), file.handle)
             file.stage = _Stage.CLOSING
+            if self._rename_with_close(file):
+                self._rename(file, stage=_Stage.CLOSING)
             return
-        if file.failed:
-            self._clean_up(file, close=True)
+        self._clean_up(file, close=True)
+
+    def _rename_with_close(self, file: _File) -> bool:
+        """Whether the rename may go out with the close (see the module docstring)."""
+        support = self.support
+        return (
+            self.traits().in_order
+            and file.offset <= CHUNK
+            and support.posix_rename is True
+            and support.fsetstat
+            and not file.needs_setstat
+        )
 
     @staticmethod
     def _attrs(file: _File) -> paramiko.SFTPAttributes:
-        return _attrs(mode=file.job.mode, mtime=file.job.mtime_ns // 1_000_000_000)
+        return sftp_attrs(mode=file.job.mode, mtime=file.job.mtime_ns // 1_000_000_000)
 
     def _on_fsetstat(self, file: _File) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
@@ -367,50 +359,28 @@ class PipelinedUploader:
 
         return reply
 
-    def _on_renamed(self, file: _File) -> OnReply:
+    def _rename(self, file: _File, stage: _Stage = _Stage.RENAMING) -> None:
         def reply(kind: int, msg: Message) -> None:
-            if status_code(kind, msg) == SFTP_OP_UNSUPPORTED:
+            code = status_code(kind, msg)
+            if code == SFTP_OP_UNSUPPORTED:
                 self.support.posix_rename = False  # not advertised, and not there either
-                file.stage = _Stage.PARKED
+                file.park = True
                 return
-            if self.support.posix_rename is None and status_code(kind, msg) == 0:
+            if self.support.posix_rename is None and code == 0:
                 self.support.posix_rename = True
-            file.fail(status_error(kind, msg, file.job.remote, "rename"))
-            if file.failed:
-                self._clean_up(file, close=False)
-            else:
-                file.stage = _Stage.DONE
+            error = status_error(kind, msg, file.job.remote, "rename")
+            file.renamed = error is None
+            file.fail(error)
 
-        return reply
+        file.stage = stage
+        self._send(file, CMD_EXTENDED, reply, POSIX_RENAME, file.temp, file.job.remote)
 
-    def _clean_up(self, file: _File, *, close: bool) -> None:
+    def _clean_up(self, file: _File, *, close: bool, remove: bool = True) -> None:
         """Close the handle (if still open) and remove the temp; their replies are ignored."""
         file.stage = _Stage.CLEANING
         if close:
-            self._send(file, CMD_CLOSE, _ignored, file.handle)
-        self._send(file, CMD_REMOVE, _ignored, file.temp)
-
-
-_OPEN_FLAGS = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-
-
-def _ignored(kind: int, msg: Message) -> None:
-    pass
-
-
-def _attrs(*, mode: int | None = None, mtime: int | None = None) -> paramiko.SFTPAttributes:
-    attrs = paramiko.SFTPAttributes()
-    if mode is not None:
-        attrs.st_mode = mode
-    if mtime is not None:
-        attrs.st_atime = attrs.st_mtime = mtime
-    return attrs
-
-
-def _broken_above(folder: str, broken: dict[str, RemoteFileError]) -> RemoteFileError | None:
-    """The error of ``folder`` or of the nearest broken folder above it."""
-    while folder not in ("", "/"):
-        if folder in broken:
-            return broken[folder]
-        folder = posixpath.dirname(folder)
-    return None
+            self._send(file, CMD_CLOSE, ignored, file.handle)
+        if remove:
+            self._send(file, CMD_REMOVE, ignored, file.temp)
+        if not file.outstanding:
+            file.stage = _Stage.DONE

@@ -212,11 +212,10 @@ def status_error(
     return RemoteFileError(path, text or f"SFTP error {code}")
 
 
-def stat_each(
-    sftp: paramiko.SFTPClient, paths: Sequence[str], where: str
-) -> dict[str, RemoteFile | RemoteFileError | None]:
-    """``stat`` of every path in one round trip: what it is, None if missing, else the error."""
-    wire = Wire(sftp, where)
+def stat_on(wire: Wire, paths: Sequence[str]) -> dict[str, RemoteFile | RemoteFileError | None]:
+    """``stat`` of every path in one round trip: what it is, None if missing, else the error.
+
+    On a wire in use: its other requests' replies are handled on the way."""
     found: dict[str, RemoteFile | RemoteFileError | None] = {}
 
     def on_stat(path: str) -> OnReply:
@@ -241,12 +240,10 @@ def stat_each(
     return found
 
 
-def stat_many(
-    sftp: paramiko.SFTPClient, paths: Sequence[str], where: str
-) -> dict[str, RemoteFile | None]:
+def stat_many(wire: Wire, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
     """``stat`` of every path in one round trip; missing → None; any other error is raised."""
     found: dict[str, RemoteFile | None] = {}
-    for path, info in stat_each(sftp, paths, where).items():
+    for path, info in stat_on(wire, paths).items():
         if isinstance(info, RemoteFileError):
             raise info
         found[path] = info

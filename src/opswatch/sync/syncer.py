@@ -22,7 +22,8 @@ from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import LocalIndex, local_file, scan
 from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
-from opswatch.ssh.remote import Remote, UploadJob, UploadOutcome, is_temp_name
+from opswatch.ssh.remote import Remote
+from opswatch.ssh.transfer import UploadJob, UploadOutcome, is_temp_name
 
 log = structlog.get_logger("opswatch.sync")
 
@@ -109,8 +110,7 @@ class Syncer:
             by_folder.setdefault(posixpath.dirname(target) or "/", []).append(target)
         found: dict[str, RemoteFile | None] = {}
         stale: list[str] = []
-        for folder in sorted(by_folder):
-            listing = self.remote.list_folder(folder)
+        for folder, listing in self.remote.list_folders(sorted(by_folder)):
             for target in by_folder[folder]:
                 found[target] = listing.get(posixpath.basename(target))
             stale.extend(posixpath.join(folder, name) for name in listing if is_temp_name(name))
@@ -126,6 +126,8 @@ class Syncer:
         total = len(uploads) + len(plan.removes)
         if uploads:
             self._upload(uploads, report, progress, total)
+        else:  # still ends the pass: what the look opened for an upload is removed now
+            self.remote.upload_many(())
         done = len(uploads)
         for remove in plan.removes:
             self.remote.remove(remove.remote)

@@ -21,7 +21,7 @@ import pytest
 from daemon_process import DaemonProcess, opswatch
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
-from opswatch.ssh.remote import is_temp_name
+from opswatch.ssh.transfer import is_temp_name
 
 pytestmark = pytest.mark.sshd
 

@@ -25,7 +25,7 @@ from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 from opswatch.local import watcher as watcher_module
 from opswatch.paths import state_paths
-from opswatch.ssh.remote import is_temp_name
+from opswatch.ssh.transfer import is_temp_name
 from proxy import TcpProxy
 
 RUNBOOKS = "docs/ops/runbooks"

@@ -106,7 +106,7 @@ def test_sftp_only_is_found_once_per_connection(
             with pytest.raises(RemoteCommandError, match=SFTP_ONLY):
                 remote.run("true", timeout=30)
         assert remote.connected  # the SFTP side goes on
-        assert remote.list_folder("/site") == {}
+        assert dict(remote.list_folders(["/site"])) == {"/site": {}}
     finally:
         remote.close()
     # One session for SFTP, one for the first command; the second command never went out.

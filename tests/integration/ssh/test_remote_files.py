@@ -22,7 +22,7 @@ def test_a_missing_file_is_remote_file_missing_everywhere(
         with pytest.raises(RemoteFileMissing):
             remote.read(missing)
         remote.remove(missing)  # already gone is what a remove wants
-        assert remote.list_folder(missing) == {}
+        assert dict(remote.list_folders([missing])) == {missing: {}}
         assert remote.stat_many([missing, str(remote_root)])[missing] is None
 
 

@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paramiko.sftp import CMD_CLOSE, CMD_OPEN
 
 from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 from opswatch.errors import ConnectError, RemoteFileError
+from opswatch.ssh import traits
 from opswatch.ssh.endpoint import Endpoint
-from opswatch.ssh.remote import CHUNK, SshRemote, UploadJob, UploadOutcome, is_temp_name
+from opswatch.ssh.remote import SshRemote
+from opswatch.ssh.transfer import CHUNK, UploadJob, UploadOutcome, is_temp_name
+from opswatch.ssh.wire import Arg, OnReply, Wire
 
 KEY_BLOCK = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
 
@@ -185,3 +189,132 @@ def test_stat_many_in_one_go(remote: SshRemote, remote_root: Path) -> None:
     here = found[paths[0]]
     assert here is not None and (here.size, here.mtime_s) == (5, 1_700_000_000)
     assert found[paths[1]] is None and found[paths[2]] is None
+
+
+# -- a whole batch in flight -------------------------------------------------------------------
+
+
+def mixed_batch(tmp_path: Path, remote_root: Path) -> tuple[list[UploadJob], list[UploadJob]]:
+    """500 files that must land, and amid them one of each failure a file can meet: a rename
+    onto a folder (small and big: the rename goes with the close, or after it), a folder that
+    cannot be made, a local file gone before it was read."""
+    (remote_root / "a-folder").mkdir(parents=True)
+    (remote_root / "a-folder" / "inside").write_text("keep\n")
+    (remote_root / "big-folder").mkdir()
+    (remote_root / "big-folder" / "inside").write_text("keep too\n")
+    (remote_root / "blocker").write_text("a file where a folder should be\n")
+    good = [
+        job(
+            tmp_path / f"d{i % 10}" / f"f{i}",
+            f"file {i}\n".encode() * 200,
+            remote_root / f"d{i % 10}" / f"f{i}",
+        )
+        for i in range(500)
+    ]
+    bad = [
+        job(tmp_path / "small", b"small\n", remote_root / "a-folder"),
+        job(tmp_path / "big", os.urandom(3 * CHUNK + 5), remote_root / "big-folder"),
+        job(tmp_path / "x", b"x\n", remote_root / "blocker" / "deeper" / "x"),
+        UploadJob(tmp_path / "never-written", str(remote_root / "gone"), 0o644, 0),
+    ]
+    return good, bad
+
+
+def assert_fails_exactly(
+    remote: SshRemote, good: list[UploadJob], bad: list[UploadJob], remote_root: Path
+) -> None:
+    batch = [*good[:150], bad[0], *good[150:300], bad[1], bad[2], *good[300:], bad[3]]
+    outcomes = remote.upload_many(batch)
+    by_target = {o.job.remote: o for o in outcomes}
+    for upload in good:
+        assert_landed(upload, by_target[upload.remote])
+    for upload in bad:
+        assert isinstance(by_target[upload.remote].error, RemoteFileError), upload
+    # Nothing half-written: the folders that stood where files were to go are as they were,
+    # nothing took a failed file's name, and no temp file is left anywhere.
+    assert (remote_root / "a-folder" / "inside").read_text() == "keep\n"
+    assert (remote_root / "big-folder" / "inside").read_text() == "keep too\n"
+    assert (remote_root / "blocker").read_text() == "a file where a folder should be\n"
+    assert not (remote_root / "gone").exists()
+    assert temp_files(remote_root) == []
+    assert remote.connected
+
+
+def test_a_failure_inside_a_pipelined_batch_fails_exactly_that_file(
+    remote: SshRemote, tmp_path: Path, remote_root: Path
+) -> None:
+    good, bad = mixed_batch(tmp_path, remote_root)
+    remote.upload_many([good[0]])  # the first requests of a connection learn what the server is
+    assert remote._traits.in_order  # OpenSSH: the rename goes out with the close
+    assert remote._traits.max_files > 64  # the server's handles bound the files in flight
+    assert_fails_exactly(remote, good, bad, remote_root)
+
+
+def test_the_safe_path_fails_exactly_that_file_too(
+    remote: SshRemote, tmp_path: Path, remote_root: Path
+) -> None:
+    """A server not known to keep requests in order: the rename waits for the other replies,
+    and at most a few files are in flight."""
+    good, bad = mixed_batch(tmp_path, remote_root)
+    remote.upload_many([good[0]])
+    remote._traits = traits.UNKNOWN
+    assert_fails_exactly(remote, good, bad, remote_root)
+
+
+def test_the_window_is_bounded_by_the_server_s_handles(
+    remote: SshRemote, tmp_path: Path, remote_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never more files open on the server than it said it allows: a 10 000-file first sync
+    must not run a server with 1 024 file descriptors out of them."""
+    jobs = [job(tmp_path / f"f{i}", b"x\n", remote_root / f"f{i}") for i in range(300)]
+    remote.upload_many(jobs[:1])
+    remote._traits = traits.ServerTraits(in_order=True, max_files=7)
+    most = 0
+    sent = Wire.send
+
+    def counting(self: Wire, kind: int, on_reply: OnReply, *args: Arg) -> int:
+        nonlocal most
+        if kind in (CMD_OPEN, CMD_CLOSE):  # handles are reused: count, don't collect
+            counts[kind] += 1
+        most = max(most, counts[CMD_OPEN] - counts[CMD_CLOSE])
+        return sent(self, kind, on_reply, *args)
+
+    counts = {CMD_OPEN: 0, CMD_CLOSE: 0}
+    monkeypatch.setattr(Wire, "send", counting)
+    for upload, outcome in zip(jobs, remote.upload_many(jobs), strict=True):
+        assert_landed(upload, outcome)
+    assert 1 < most <= 7
+
+
+def test_the_look_before_an_upload_opens_its_temps_and_leaves_none_behind(
+    remote: SshRemote, tmp_path: Path, remote_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (remote_root / "ops").mkdir()
+    jobs = [
+        job(tmp_path / f"f{i}", f"{i}\n".encode(), remote_root / "ops" / f"f{i}") for i in range(6)
+    ]
+    refused = job(tmp_path / "key", KEY_BLOCK, remote_root / "ops" / "key")
+    looked = [j.remote for j in [*jobs, refused]]
+    assert remote.stat_many(looked) == dict.fromkeys(looked)
+    assert len(temp_files(remote_root)) == len(looked)  # one temp per target, opened already
+    opens = 0
+    sent = Wire.send
+
+    def counting(self: Wire, kind: int, on_reply: OnReply, *args: Arg) -> int:
+        nonlocal opens
+        opens += kind == CMD_OPEN
+        return sent(self, kind, on_reply, *args)
+
+    monkeypatch.setattr(Wire, "send", counting)
+    # Four of them are uploaded, one is refused, two are not part of the batch after all.
+    outcomes = remote.upload_many([*jobs[:4], refused])
+    assert opens == 0  # the upload went straight to its writes
+    for upload, outcome in zip(jobs[:4], outcomes, strict=False):
+        assert_landed(upload, outcome)
+    assert outcomes[4].refused is not None
+    assert temp_files(remote_root) == []
+    # A look that no upload follows: its temps go with the next request.
+    remote.stat_many([jobs[4].remote])
+    assert len(temp_files(remote_root)) == 1
+    assert dict(remote.list_folders([str(remote_root / "ops")]))
+    assert temp_files(remote_root) == []

@@ -1,0 +1,53 @@
+"""What the uploader assumes of a server: only OpenSSH that answered ``limits@openssh.com``."""
+
+from __future__ import annotations
+
+import pytest
+from paramiko.message import Message
+from paramiko.sftp import CMD_EXTENDED_REPLY, CMD_STATUS
+
+from opswatch.ssh.traits import MAX_FILES, SAFE_FILES, UNKNOWN, ServerTraits, from_limits
+
+OPENSSH = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"
+
+
+def limits(handles: int) -> Message:
+    msg = Message()
+    for value in (256 * 1024, 255 * 1024, 255 * 1024, handles):
+        msg.add_int64(value)
+    msg.rewind()
+    return msg
+
+
+def unsupported() -> Message:
+    msg = Message()
+    msg.add_int(8)  # SSH_FX_OP_UNSUPPORTED
+    msg.add_string("unsupported")
+    msg.add_string("")
+    msg.rewind()
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("banner", "kind", "msg", "expected"),
+    [
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(1019), ServerTraits(True, 1019 - 16)),
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(0), ServerTraits(True, SAFE_FILES)),
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(1 << 20), ServerTraits(True, MAX_FILES)),
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(3), ServerTraits(True, 1)),
+        # An OpenSSH that does not know the request (before 8.6): order is not relied on.
+        (OPENSSH, CMD_STATUS, unsupported(), UNKNOWN),
+        # Another server that answers it anyway: its order is not OpenSSH's promise.
+        ("SSH-2.0-Go", CMD_EXTENDED_REPLY, limits(1019), UNKNOWN),
+        ("SSH-2.0-dropbear_2022.83", CMD_STATUS, unsupported(), UNKNOWN),
+    ],
+)
+def test_only_openssh_that_answers_limits_is_trusted_with_order(
+    banner: str, kind: int, msg: Message, expected: ServerTraits
+) -> None:
+    assert from_limits(banner, kind, msg) == expected
+
+
+def test_unknown_servers_keep_the_safe_path() -> None:
+    assert not UNKNOWN.in_order
+    assert UNKNOWN.max_files == SAFE_FILES
