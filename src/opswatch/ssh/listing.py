@@ -34,6 +34,7 @@ class _Folder:
     pages: list[Message] = field(default_factory=list)  # NAME replies, parsed when handed on
     reads_out: int = 0
     ended: bool = False
+    missing: bool = False
     error: RemoteFileError | None = None
 
 
@@ -55,7 +56,8 @@ def list_folders(wire: Wire, folders: Sequence[str]) -> Iterator[tuple[str, List
             del open_[folder.path]
             # Parsed only now: every folder may end in the same pump, and 10 000 parsed entries
             # weigh several times their bytes.
-            files = _files(folder.pages) if folder.handle and folder.error is None else None
+            there = folder.handle and not folder.missing and folder.error is None
+            files = _files(folder.pages) if there else None
             folder.pages.clear()
             yield folder.path, folder.error or files
         done.clear()
@@ -97,7 +99,10 @@ class _Reader:
         elif not folder.ended:
             folder.ended = True
             if not _is_eof(kind, msg):
-                folder.error = status_error(kind, msg, folder.path, "listing")
+                error = status_error(kind, msg, folder.path, "listing")
+                # Some servers (asyncssh) open any folder name and say at READDIR it is missing.
+                folder.missing = isinstance(error, RemoteFileMissing)
+                folder.error = None if folder.missing else error
         if folder.reads_out:
             return  # the other READDIR's answer decides
         if folder.ended:
