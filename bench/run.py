@@ -323,7 +323,7 @@ def link_targets(
     link: tuple[float, float],
     ratio: Callable[[str, str, bool, float], None],
 ) -> list[str]:
-    """The targets on a link (issue: "Fast on a real link"), in round trips and ratios."""
+    """The targets on a link, in round trips and ratios of the same run."""
     rtt_s = link[0] / 1000
     lines = []
     single = medians.get("single", {}).get("opswatch")
