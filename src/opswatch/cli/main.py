@@ -51,6 +51,27 @@ def cli(ctx: click.Context, config_path: Path | None, log_format: str, log_level
     """
     logs.setup(log_format, log_level)
     ctx.obj = App(find_config(config_path), log_format, log_level)
+    if ctx.invoked_subcommand not in OFFLINE_COMMANDS and sys.stdin.isatty():
+        _allow_passphrase_prompt()
+
+
+# Commands that never authenticate; ``run`` above all must never wait for a person.
+OFFLINE_COMMANDS = frozenset(
+    {"run", "status", "pause", "resume", "flush", "stop", "reload", "init", "service", "demo"}
+)
+
+
+def _allow_passphrase_prompt() -> None:
+    """A person at a terminal can unlock an encrypted key that ssh-agent does not hold."""
+    import getpass
+
+    from opswatch.ssh.keys import allow_passphrase_prompt
+
+    def ask(path: Path) -> str:
+        # getpass reads from the terminal itself, without echo, as ssh does.
+        return getpass.getpass(f"Enter passphrase for key '{path}': ")
+
+    allow_passphrase_prompt(ask)
 
 
 @cli.command()
