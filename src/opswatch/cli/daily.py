@@ -28,7 +28,12 @@ def _ask_folder(question: str, choices: list[str]) -> str:
 @click.command()
 @click.option("--from", "ops_from", metavar="FOLDER", help="The ops folder (default: docs/ops).")
 @click.option("--host", help="The server: an ~/.ssh/config alias or a host name.")
-@click.option("--remote-root", metavar="PATH", help="The repository's copy on the server.")
+@click.option(
+    "--remote-root",
+    metavar="PATH",
+    help="The repository's copy on the server: absolute, or ~/x relative to the login's home "
+    "(default: ~/ and this repository's name).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
 @click.pass_context
 @expected_errors
@@ -40,7 +45,9 @@ def init(
     force: bool,
 ) -> None:
     """Write a starter opswatch.toml for the repository this is run in."""
-    from opswatch.config import load_config
+    import tomllib
+
+    from opswatch.config import parse_config
     from opswatch.errors import UsageError
     from opswatch.local import starter
 
@@ -59,14 +66,24 @@ def init(
             else "droplet"
         )
     if remote_root is None:
-        default_root = f"/root/{root.name}"
+        # The login's home on the server, whoever logs in (not /root): as scp reads ~/x.
+        default_root = f"~/{root.name}"
         remote_root = (
             click.prompt("Repository's folder on the server", default=default_root)
             if interactive
             else default_root
         )
-    starter.write_config(target, starter.render(layout, host, remote_root), force=force)
-    load_config(target)  # what we wrote must be what `run` accepts
+    expanded = starter.locally_expanded(remote_root, Path.home())
+    if expanded is not None:
+        click.echo(
+            f"warning: --remote-root {remote_root} starts with your local home "
+            f"({Path.home()}): your shell may have expanded ~. On the server it means that "
+            f"absolute path; for the login's home there, quote it: --remote-root '~/{expanded}'",
+            err=True,
+        )
+    text = starter.render(layout, host, remote_root)
+    parse_config(tomllib.loads(text), target.absolute(), str(target))  # never write a bad one
+    starter.write_config(target, text, force=force)
     _summarize(target, layout)
 
 

@@ -7,6 +7,7 @@ or usage, 3 when the daemon is not running); anything unexpected prints a traceb
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -138,10 +139,36 @@ for _command in (daily_cli.init, daily_cli.verify, demo_cli.demo):
     cli.add_command(_command)
 
 
-def main() -> None:
+# The group's options, accepted after the subcommand too (``opswatch status --config X``).
+GLOBAL_OPTIONS = frozenset({"--config", "-c", "--log-format", "--log-level"})
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """``args`` with the global options moved before the subcommand, where click reads them."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":  # what follows is operands, never options
+            rest.extend(args[index:])
+            break
+        if arg in GLOBAL_OPTIONS:
+            front.extend(args[index : index + 2])
+            index += 1
+        elif arg.split("=", 1)[0] in GLOBAL_OPTIONS or (arg.startswith("-c") and arg[2:3] != "-"):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """The console script: bad usage is one ``error:`` line and exit 2, like a bad config."""
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(prog_name="opswatch", standalone_mode=False)
+        cli.main(args, prog_name="opswatch", standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)

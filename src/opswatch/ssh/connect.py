@@ -145,6 +145,7 @@ class Link:
     sftp: paramiko.SFTPClient
     watchdog: StallWatchdog
     sftp_info: SftpInfo
+    home: str  # the login's home as SFTP's realpath tells it: where relative paths land
     proxy: ProxySocket | None = None
 
     def close(self) -> None:
@@ -195,6 +196,9 @@ class _Connector:
             # No paramiko keepalive: it expects no reply, so it detects nothing, and it would
             # look like an unanswered request. TCP keepalive and the daemon's probe do the job.
             channel, sftp = self._open_sftp(transport)
+            # Where relative remote paths (remote.root = "~/x" or "x") land, as scp reads them:
+            # SFTP and the remote shell both start there. Resolved once per connection.
+            home = sftp.normalize(".")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._close(transport)  # the link died between the steps above
             raise ConnectError(f"connecting to {self.endpoint.describe()} failed: {exc}") from exc
@@ -208,10 +212,11 @@ class _Connector:
         log.info(
             "connected",
             host=self.endpoint.describe(),
+            home=home,
             cipher=getattr(transport, "remote_cipher", "?"),
             sftp_extensions=list(info.names),
         )
-        return Link(transport, sftp, watchdog, info, self.proxy)
+        return Link(transport, sftp, watchdog, info, home, self.proxy)
 
     def _open_sftp(self, transport: paramiko.Transport) -> tuple[SftpChannel, paramiko.SFTPClient]:
         """The SFTP channel, with a read deadline before its first exchange (the version)."""
