@@ -325,7 +325,15 @@ class _Connector:
                 f"({key.get_name()} {fingerprint(key)}); check it, then run `opswatch trust`"
             )
         expected = known.get(key.get_name())
-        if expected is None or expected.asbytes() != key.asbytes():
+        if expected is None:
+            # Keys of other types known for the host are no verdict on this one (OpenSSH asks).
+            others = ", ".join(sorted(known))
+            raise UnknownHostKeyError(
+                f"host key of {name} ({key.get_name()} {fingerprint(key)}) is not in "
+                f"{self.endpoint.known_hosts}, which knows only its {others} key; check it, "
+                "then run `opswatch trust`"
+            )
+        if expected.asbytes() != key.asbytes():
             raise ChangedHostKeyError(
                 f"HOST KEY OF {name} HAS CHANGED (now {key.get_name()} {fingerprint(key)}); "
                 f"if the server was rebuilt, run `ssh-keygen -R '{name}' -f "
