@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from opswatch.cli.app import App, echo_json, expected_errors, pass_app
+from opswatch.logs import escaped
 
 if TYPE_CHECKING:
     from opswatch.local.starter import Layout
@@ -145,16 +146,16 @@ def _print_report(report: VerifyReport) -> None:
     rows = [("DIFFERS", t.local, t.remote) for t, _ in report.differ]
     rows += [("MISSING", t.local, t.remote) for t in report.missing]
     if rows:
-        width = max(len(r[1]) for r in rows)
+        width = max(len(escaped(r[1])) for r in rows)
         click.echo(f"{'STATE':<8} {'LOCAL':<{width}}  REMOTE")
         for state, local, remote in rows:
-            click.echo(f"{state:<8} {local:<{width}}  {remote}")
+            click.echo(f"{state:<8} {escaped(local):<{width}}  {escaped(remote)}")
     for path, reason in report.unreadable_locally.items():
-        click.echo(f"warning: {path}: cannot read: {reason}", err=True)
+        click.echo(f"warning: {escaped(path)}: cannot read: {escaped(reason)}", err=True)
     for path in report.unselected:
-        click.echo(f"error: {path}: no rule selects it", err=True)
+        click.echo(f"error: {escaped(path)}: no rule selects it", err=True)
     for gap in report.build_gaps:
-        click.echo(f"GAP      {gap.message}")
+        click.echo(f"GAP      {escaped(gap.message)}")
     matching = report.checked - len(rows)
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:

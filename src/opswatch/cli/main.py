@@ -30,28 +30,31 @@ from opswatch.config import find_config
 )
 @click.option(
     "--log-format",
-    type=click.Choice(["auto", "console", "json"]),
+    type=click.Choice(["auto", "human", "console", "json"]),
     default="auto",
     show_default=True,
-    help="Console on a terminal, JSON lines otherwise.",
+    help="auto: plain lines for a command; for `run`, console on a terminal, else JSON lines.",
 )
 @click.option(
     "--log-level",
     type=click.Choice(list(logs.LEVELS)),
-    default="info",
-    show_default=True,
+    help="Default: info for `run`, warning for the other commands.",
 )
 @click.version_option(__version__, prog_name="opswatch")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, log_format: str, log_level: str | None
+) -> None:
     """Keep a server's ops files in step with this repository while you edit them.
 
     opswatch watches the folders your rules name, uploads each saved file over one SSH
     connection (atomically: never half-written), refuses secrets, and can rebuild the
     compose services a change affects.
     """
-    logs.setup(log_format, log_level)
-    ctx.obj = App(find_config(config_path), log_format, log_level)
+    daemon = ctx.invoked_subcommand == "run"
+    level = log_level or ("info" if daemon else "warning")
+    logs.setup(log_format, level, one_shot=not daemon)
+    ctx.obj = App(find_config(config_path), log_format, level)
     if ctx.invoked_subcommand not in OFFLINE_COMMANDS and sys.stdin.isatty():
         _allow_passphrase_prompt()
 
