@@ -249,3 +249,20 @@ def test_no_key_file_makes_a_traceback(
             assert f"ssh-add {key}" in errors[0]
         else:
             assert str(key) in done.stderr, (what, done.stderr)
+
+
+def test_an_identity_file_naming_the_public_key_picks_it_from_the_agent(
+    server: LocalSshd,
+    locked_key: Path,
+    agent: SshAgent,
+    repo: Path,
+    remote_root: Path,
+    write_config: WriteConfig,
+) -> None:
+    """``IdentityFile ~/.ssh/key.pub``, as hardware keys and password managers' agents use."""
+    agent.add(locked_key)
+    public = locked_key.with_name(locked_key.name + ".pub")
+    config = identities_only_config(write_config, repo, server, remote_root, public)
+    done = opswatch(config, "sync")
+    no_traceback(done)
+    assert done.returncode == 0, done.stderr

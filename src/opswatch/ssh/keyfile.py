@@ -47,6 +47,7 @@ class KeyFile:
     encrypted: bool
     problem: str | None = None  # why it can't be used at all; None: usable
     missing: bool = False
+    public_only: bool = False  # IdentityFile names a .pub: only the agent can sign for it
 
 
 def inspect_key_file(path: Path) -> KeyFile:
@@ -67,12 +68,20 @@ def inspect_key_file(path: Path) -> KeyFile:
     if start != -1 and PEM_ARMOUR[1] in data[start:]:
         encrypted = b"ENCRYPTED" in data  # "Proc-Type: 4,ENCRYPTED" or PKCS#8 "ENCRYPTED"
         return KeyFile(path, public, encrypted)
+    if data.startswith((b"ssh-", b"ecdsa-", b"sk-")):
+        # As OpenSSH allows: ``IdentityFile key.pub`` picks that key from the agent (hardware
+        # keys, password managers' agents).
+        fields = data.split()
+        try:
+            blob = base64.b64decode(fields[1], validate=True) if len(fields) >= 2 else None
+        except (ValueError, binascii.Error):
+            blob = None
+        if blob:
+            return KeyFile(path, blob, False, public_only=True)
     return KeyFile(path, None, False, _not_a_key(data))
 
 
 def _not_a_key(data: bytes) -> str:
-    if data.startswith((b"ssh-", b"ecdsa-", b"sk-")):
-        return "this is a public key; point it at the private key (the file without .pub)"
     if data.startswith(b"PuTTY-User-Key-File"):
         return "a PuTTY key; convert it with `puttygen KEY -O private-openssh -o KEY.openssh`"
     return "not a private key file"

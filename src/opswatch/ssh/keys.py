@@ -114,6 +114,13 @@ class KeyRing:
             return []
 
     def _load(self, file: KeyFile) -> paramiko.PKey | None:
+        if file.public_only:
+            log.warning(
+                "identity_unusable",
+                path=str(file.path),
+                error="a public key whose private key ssh-agent does not hold",
+            )
+            return None
         if not file.encrypted:
             try:
                 return load_private_key(file.path)
