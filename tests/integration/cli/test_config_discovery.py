@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, opswatch_command
 
 from conftest import WriteConfig
+from daemon_process import DaemonProcess, opswatch_command
 from opswatch.cli.main import hoist_global_options
 from opswatch.demo.sshd import LocalSshd
 

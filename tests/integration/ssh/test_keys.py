@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess, opswatch, opswatch_command
 
 from conftest import MakeSshd, WriteConfig
+from daemon_process import DaemonProcess, opswatch, opswatch_command
 from keytools import PASSPHRASE, SshAgent, keygen, on_terminal, public_line
 from opswatch.demo.sshd import LocalSshd
 

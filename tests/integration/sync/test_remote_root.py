@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_process import opswatch
 
 from conftest import WriteConfig
+from daemon_process import opswatch
 from opswatch.demo.sshd import LocalSshd
 
 RUNBOOK = "docs/ops/runbooks/deploy.md"

@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import click
-from daemon_process import opswatch, opswatch_command
 
 from conftest import WriteConfig
+from daemon_process import opswatch, opswatch_command
 from keytools import on_terminal
 from opswatch.cli.main import cli
 from opswatch.demo.sshd import LocalSshd
@@ -112,6 +112,6 @@ def test_a_config_that_fails_to_parse_is_what_status_reports(repo: Path) -> None
 
 
 def test_the_readme_install_steps_trust_the_host_before_the_first_sync() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     trust, sync = readme.find("opswatch trust"), readme.find("opswatch sync")
     assert 0 <= trust < sync, "the first steps must show `opswatch trust` before syncing"
