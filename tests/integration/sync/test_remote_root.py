@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import WriteConfig
-from daemon_process import opswatch
+from daemon_process import DaemonProcess, opswatch
+from helpers import wait_until
 from opswatch.demo.sshd import LocalSshd
 
 RUNBOOK = "docs/ops/runbooks/deploy.md"
@@ -64,3 +65,27 @@ def test_a_home_relative_root_lands_in_the_logins_home(
         docker.unlink()
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert record.read_text().strip() == str(landed / "ops")
+
+
+def test_the_daemon_keeps_a_home_relative_root_in_step(
+    home_folder: str,
+    sshd_server: LocalSshd,
+    repo: Path,
+    write_config: WriteConfig,
+    tmp_path: Path,
+) -> None:
+    landed = Path(pwd.getpwuid(os.getuid()).pw_dir) / home_folder / "portfolio"
+    config = write_config(
+        repo, sshd_server, tmp_path / "unused", remote={"root": f"~/{home_folder}/portfolio"}
+    )
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()  # the first reconcile
+    try:
+        assert (landed / RUNBOOK).read_text() == (repo / RUNBOOK).read_text()
+        (repo / RUNBOOK).write_text("# Deploy\n\nedited while watched\n")
+        wait_until(
+            lambda: (landed / RUNBOOK).read_text() == "# Deploy\n\nedited while watched\n",
+            message="the edit to land below the login's home",
+        )
+        assert f'"home": "{landed.parent.parent}"' in daemon.text  # resolved once, logged
+    finally:
+        assert daemon.stop() == 0
