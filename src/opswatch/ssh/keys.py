@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -58,13 +58,13 @@ class Offer:
         return f"{kind} from {self.source}"
 
 
-@dataclass
 class KeyRing:
     """The offers for one endpoint; after iterating, ``locked`` names keys that were skipped."""
 
-    endpoint: Endpoint
-    locked: list[Path] = field(default_factory=list)
-    _agent: paramiko.Agent | None = None
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.locked: list[Path] = []  # encrypted, not in the agent, and nobody to ask
+        self._agent: paramiko.Agent | None = None
 
     def offers(self) -> Iterator[Offer]:
         files = [self._inspect(path) for path in self._identity_paths()]
