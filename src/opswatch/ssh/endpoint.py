@@ -64,8 +64,12 @@ def resolve_endpoint(config: RemoteConfig) -> Endpoint:
         listed = found.get("identityfile") or []
         assert isinstance(listed, list)
         identities = tuple(Path(os.path.expanduser(str(p))) for p in listed)
-    listed_certificates = found.get("certificatefile") or []
-    assert isinstance(listed_certificates, list)
+    # paramiko keeps only IdentityFile as a list; CertificateFile comes as one string.
+    certificate = found.get("certificatefile")
+    if isinstance(certificate, list):
+        listed_certificates = certificate
+    else:
+        listed_certificates = [certificate] if certificate else []
     known_hosts = config.known_hosts
     if known_hosts is None:
         listed_known = str(found.get("userknownhostsfile") or "").split()

@@ -198,8 +198,25 @@ def test_a_certificate_next_to_the_key_is_offered(
     assert done.returncode == 0, done.stderr
     assert (remote_root / RUNBOOK).is_file()
 
-    (keys / "id_ed25519-cert.pub").unlink()  # proof that the certificate did it
-    refused = opswatch(config, "sync")
+    # CertificateFile in the ssh config, under any name, does the same.
+    elsewhere = keys / "certs" / "work.pub"
+    elsewhere.parent.mkdir()
+    (keys / "id_ed25519-cert.pub").rename(elsewhere)
+    ssh_config = tmp_path / "ssh_config.cert"
+    ssh_config.write_text(f"Host *\n    IdentityFile {user_key}\n    CertificateFile {elsewhere}\n")
+    by_config = write_config(
+        repo,
+        server,
+        remote_root,
+        remote={"identity_file": None, "ssh_config": str(ssh_config)},
+    )
+    (remote_root / RUNBOOK).unlink()
+    done = opswatch(by_config, "sync")
+    assert done.returncode == 0, done.stderr
+    assert (remote_root / RUNBOOK).is_file()
+
+    elsewhere.unlink()  # proof that the certificate did it
+    refused = opswatch(by_config, "sync")
     assert refused.returncode == 1
     assert "refused every key" in refused.stderr
 
