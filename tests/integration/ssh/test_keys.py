@@ -83,6 +83,7 @@ def test_an_encrypted_key_in_ssh_agent_works_for_every_command_with_identities_o
     tmp_path: Path,
 ) -> None:
     agent.add(locked_key)
+    (remote_root / "integrations/mcp/servers/coda").mkdir(parents=True)  # no build gap
     config = identities_only_config(write_config, repo, server, remote_root, locked_key)
     for command in (["sync"], ["verify"], ["rebuild", "demo"], ["trust", "--yes"]):
         done = opswatch(config, *command)
