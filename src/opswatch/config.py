@@ -20,12 +20,13 @@ from opswatch.errors import ConfigError
 from opswatch.model import SERVICE_NAME_RULE, valid_service_name
 
 CONFIG_ENV = "OPSWATCH_CONFIG"
+CONFIG_NAME = "opswatch.toml"
 
 
 @dataclass(frozen=True)
 class RemoteConfig:
     host: str
-    root: str  # absolute POSIX path on the server
+    root: str  # POSIX path on the server: absolute, or relative to the login's home
     user: str | None = None
     port: int | None = None
     ssh_config: Path | None = None
@@ -116,13 +117,13 @@ def _is_within(path: str, folder: str) -> bool:
 class _Reader:
     """Typed access to one table of the TOML document that records problems instead of raising."""
 
-    def __init__(self, source: Path, problems: list[str]) -> None:
-        self.source = source
+    def __init__(self, shown: str, problems: list[str]) -> None:
+        self.shown = shown  # the config's path as the user gave it
         self.problems = problems
 
     def problem(self, key: str, message: str) -> None:
         # A key of the document itself arrives as ".notify": it has no table before the dot.
-        self.problems.append(f"{self.source.name}: {key.removeprefix('.')}: {message}")
+        self.problems.append(f"{self.shown}: {key.removeprefix('.')}: {message}")
 
     def table(self, doc: Mapping[str, Any], key: str, allowed: frozenset[str]) -> Mapping[str, Any]:
         value = doc.get(key, {})
@@ -206,6 +207,27 @@ def _expand(path: str, base: Path) -> Path:
     return expanded if expanded.is_absolute() else base / expanded
 
 
+def _remote_root(reader: _Reader, root: str) -> str | None:
+    """``remote.root`` as scp reads a remote path: absolute, or relative to the login's home.
+
+    ``~/x`` and ``x`` both become ``x``: SFTP and the remote shell both start in the login's
+    home, so a relative path lands there on every server without knowing where home is.
+    """
+    text = root
+    if text == "~" or text.startswith("~/"):
+        text = text[2:] or "."
+    elif text.startswith("~"):
+        reader.problem(
+            "remote.root", f'"{root}": only ~/ (the login\'s own home) is understood, not ~user/'
+        )
+        return None
+    path = PurePosixPath(text)
+    if ".." in path.parts:
+        reader.problem("remote.root", f'must not contain "..", got "{root}"')
+        return None
+    return str(path)
+
+
 def _parse_remote(reader: _Reader, doc: Mapping[str, Any], base: Path) -> RemoteConfig:
     table = reader.table(doc, "remote", REMOTE_KEYS)
     host = reader.string(table, "remote", "host")
@@ -213,11 +235,9 @@ def _parse_remote(reader: _Reader, doc: Mapping[str, Any], base: Path) -> Remote
         reader.problem("remote.host", "required (an ~/.ssh/config alias or a host name)")
     root = reader.string(table, "remote", "root")
     if root is None and "root" not in table:
-        reader.problem("remote.root", "required (an absolute path on the server)")
-    elif root is not None and not root.startswith("/"):
-        reader.problem("remote.root", f'expected an absolute path, got "{root}"')
-    elif root is not None and ".." in PurePosixPath(root).parts:
-        reader.problem("remote.root", f'must not contain "..", got "{root}"')
+        reader.problem("remote.root", "required (a path on the server, like ~/portfolio)")
+    elif root is not None:
+        root = _remote_root(reader, root)
     port = table.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
         reader.problem("remote.port", f"expected an integer, got {_show(port)}")
@@ -231,7 +251,7 @@ def _parse_remote(reader: _Reader, doc: Mapping[str, Any], base: Path) -> Remote
         paths[key] = _expand(value, base) if value else None
     return RemoteConfig(
         host=host or "",
-        root=str(PurePosixPath(root)) if root else "/",
+        root=root or "/",
         user=reader.string(table, "remote", "user"),
         port=port,
         **paths,
@@ -345,10 +365,13 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
     )
 
 
-def parse_config(doc: Mapping[str, Any], source: Path) -> Config:
-    """Validate a parsed TOML document; raise ``ConfigError`` listing every problem found."""
+def parse_config(doc: Mapping[str, Any], source: Path, shown: str | None = None) -> Config:
+    """Validate a parsed TOML document; raise ``ConfigError`` listing every problem found.
+
+    ``shown`` is how problems name the file: the path as the user gave it (default ``source``).
+    """
     problems: list[str] = []
-    reader = _Reader(source, problems)
+    reader = _Reader(str(source) if shown is None else shown, problems)
     reader.unknown(doc, "", TOP_KEYS)
     local = reader.table(doc, "local", LOCAL_KEYS)
     base = source.parent
@@ -377,17 +400,20 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise ConfigError([f"{path}: {exc.strerror}"]) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path.name}: not valid TOML: {exc}"]) from exc
-    return parse_config(doc, Path(os.path.abspath(path)))
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse_config(doc, Path(os.path.abspath(path)), str(path))
 
 
-def find_config(explicit: Path | None) -> Path:
-    """``--config``, else ``$OPSWATCH_CONFIG``, else ``./opswatch.toml``, else the platform dir."""
+def find_config(explicit: Path | None, start: Path | None = None) -> Path:
+    """``--config``, else ``$OPSWATCH_CONFIG``, else the nearest ``opswatch.toml`` in ``start``
+    (the current folder) or one of its parents, as git finds ``.git``, else the platform dir."""
     if explicit is not None:
         return explicit
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
-    local = Path("opswatch.toml")
-    if local.exists():
-        return local
+    here = Path.cwd() if start is None else start
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return Path(CONFIG_NAME) if folder == here and start is None else candidate
     return Path(platformdirs.user_config_dir("opswatch", appauthor=False)) / "config.toml"

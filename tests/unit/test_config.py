@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from opswatch.config import load_config, parse_config
+from opswatch.config import find_config, load_config, parse_config
 from opswatch.errors import ConfigError
 
 SOURCE = Path("/home/dev/repo/opswatch.toml")
@@ -54,8 +54,8 @@ def test_minimal_config_has_the_documented_defaults() -> None:
         (with_(sync={"nevr": [".env"]}), "sync.nevr: unknown key"),
         (with_(sync={"never": ["!.env"]}), "negations are not allowed"),
         (
-            with_(remote={"root": "portfolio"}),
-            'remote.root: expected an absolute path, got "portfolio"',
+            with_(remote={"root": "~deploy/portfolio"}),
+            'remote.root: "~deploy/portfolio": only ~/',
         ),
         (with_(remote={"port": 70000}), "remote.port: expected a port between 1 and 65535"),
         ({"remote": {"root": "/x"}, "rule": MINIMAL["rule"]}, "remote.host: required"),
@@ -79,11 +79,11 @@ def test_minimal_config_has_the_documented_defaults() -> None:
 def test_each_problem_names_file_and_key(doc: dict[str, Any], expected: str) -> None:
     found = problems(doc)
     assert any(expected in p for p in found), found
-    assert all(p.startswith("opswatch.toml: ") for p in found)
+    assert all(p.startswith(f"{SOURCE}: ") for p in found)
 
 
 def test_all_problems_are_reported_at_once() -> None:
-    doc = with_(sync={"debounce_ms": "fast", "delete": 3}, remote={"root": "relative"})
+    doc = with_(sync={"debounce_ms": "fast", "delete": 3}, remote={"root": "~other/x"})
     found = problems(doc)
     assert len(found) == 3
 
@@ -126,3 +126,53 @@ def test_the_example_config_parses_and_routes_the_seed_layout() -> None:
         ("docs/ops",),
         ("integrations/mcp/servers/coda/src",),
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "root"),
+    [
+        ("/root/portfolio", "/root/portfolio"),
+        ("/srv/app/", "/srv/app"),
+        ("~/portfolio", "portfolio"),
+        ("portfolio", "portfolio"),
+        ("./portfolio/", "portfolio"),
+        ("~", "."),
+        ("~/", "."),
+    ],
+)
+def test_remote_root_is_read_as_scp_reads_a_remote_path(written: str, root: str) -> None:
+    """Absolute stays absolute; ``~/x`` and ``x`` are relative to the login's home."""
+    config = parse_config(with_(remote={"root": written}), SOURCE)
+    assert config.remote.root == root
+
+
+@pytest.mark.parametrize("written", ["~other/portfolio", "~/../etc", "a/../../b"])
+def test_remote_root_refuses_other_homes_and_dot_dot(written: str) -> None:
+    found = problems(with_(remote={"root": written}))
+    assert any("remote.root" in p for p in found), found
+
+
+def test_problems_name_the_config_path_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "opswatch.toml").write_text('[remote]\nhost = "d"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("sub/opswatch.toml"))
+    assert all(p.startswith("sub/opswatch.toml: ") for p in caught.value.problems)
+
+
+def test_the_nearest_config_in_a_parent_folder_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "repo" / "docs" / "ops" / "runbooks"
+    deep.mkdir(parents=True)
+    (tmp_path / "repo" / "opswatch.toml").write_text("")
+    (tmp_path / "opswatch.toml").write_text("")  # farther away: not the one
+    assert find_config(None, deep) == tmp_path / "repo" / "opswatch.toml"
+    monkeypatch.chdir(tmp_path / "repo")
+    assert find_config(None) == Path("opswatch.toml")
+    monkeypatch.setenv("OPSWATCH_CONFIG", "/elsewhere.toml")
+    assert find_config(None, deep) == Path("/elsewhere.toml")
+    assert find_config(Path("given.toml"), deep) == Path("given.toml")

@@ -59,7 +59,7 @@ def test_every_accepted_key_is_read(table: str, key: str) -> None:
     doc, name = placed(table, key)
     with pytest.raises(ConfigError) as caught:
         parse_config(doc, SOURCE)
-    assert any(p.startswith(f"{SOURCE.name}: {name}") for p in caught.value.problems), (
+    assert any(p.startswith(f"{SOURCE}: {name}") for p in caught.value.problems), (
         caught.value.problems
     )
 

@@ -17,6 +17,7 @@ import click
 
 from opswatch.config import Config, load_config
 from opswatch.errors import OpswatchError
+from opswatch.logs import escaped
 from opswatch.paths import StatePaths, state_paths
 
 P = ParamSpec("P")
@@ -53,7 +54,7 @@ def expected_errors(command: Callable[P, R]) -> Callable[P, R]:
         except OpswatchError as exc:
             problems = getattr(exc, "problems", None) or [str(exc)]
             for problem in problems:
-                click.echo(f"error: {problem}", err=True)
+                click.echo(f"error: {escaped(problem)}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper

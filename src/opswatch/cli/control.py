@@ -16,6 +16,8 @@ import click
 from opswatch.cli.app import App, echo_json, expected_errors, pass_app
 from opswatch.daemon.control import ControlClient
 from opswatch.daemon.pause import MAX_PAUSE_S
+from opswatch.errors import ConfigError, NotRunningError
+from opswatch.logs import escaped
 from opswatch.paths import state_paths
 
 SHOW_PATHS = 5
@@ -58,6 +60,29 @@ def client(app: App) -> ControlClient:
     return ControlClient(state_paths(app.config_path), os.path.abspath(app.config_path))
 
 
+def ask(app: App, name: str, **kwargs: Any) -> dict[str, Any]:
+    """One request to the daemon. With none running, a config that fails to load is the
+    better answer (exit 2): it is most likely why the daemon is not running."""
+    try:
+        return client(app).request(name, **kwargs)
+    except NotRunningError:
+        problem = config_problem(app)
+        if problem is not None:
+            raise problem from None
+        raise
+
+
+def config_problem(app: App) -> ConfigError | None:
+    """Why the config file fails to load; None when it loads or does not exist at all."""
+    if not app.config_path.exists():
+        return None
+    try:
+        app.config  # noqa: B018 - loading is the check
+    except ConfigError as exc:
+        return exc
+    return None
+
+
 # -- human output ----------------------------------------------------------------------------
 
 
@@ -90,7 +115,7 @@ def _local(moment: datetime, now: datetime) -> str:
 
 
 def _paths(paths: list[str], total: int) -> str:
-    shown = ", ".join(paths[:SHOW_PATHS])
+    shown = ", ".join(escaped(path) for path in paths[:SHOW_PATHS])
     return shown + (f", … ({total - SHOW_PATHS} more)" if total > SHOW_PATHS else "")
 
 
@@ -119,7 +144,7 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     last_text = f"{_local(last, now)} ({span((now - last).total_seconds())} ago)" if last else "—"
     lines.append(f"last sync:   {last_text}")
     lines.append(f"uploaded:    {status['uploaded']} file(s), removed {status['removed']}")
-    lines.append(f"last error:  {status['last_error'] or '—'}")
+    lines.append(f"last error:  {escaped(status['last_error'] or '—')}")
     for rebuild in status.get("rebuilds", []):
         at = _when(rebuild.get("at"), now)
         outcome = "ok" if rebuild["ok"] else "FAILED"
@@ -139,16 +164,22 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (fields: INTERFACE).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
 @pass_app
 @expected_errors
 def status(app: App, as_json: bool) -> None:
     """What the running daemon is doing (exit 3 if none is running)."""
-    result = client(app).request("status")
+    result = ask(app, "status")
     if as_json:
         echo_json(result)
     else:
         click.echo(format_status(result, datetime.now(UTC)))
+    problem = config_problem(app)
+    if problem is not None:  # the daemon keeps the config it loaded; say the file is broken
+        for line in problem.problems:
+            click.echo(
+                f"warning: {escaped(line)} (the daemon still runs the last good one)", err=True
+            )
 
 
 @click.command()
@@ -162,7 +193,7 @@ def status(app: App, as_json: bool) -> None:
 @expected_errors
 def pause(app: App, duration: float | None) -> None:
     """Stop sending; changes keep being recorded as pending. Survives a restart."""
-    result = client(app).request("pause", timeout=PAUSE_TIMEOUT_S, seconds=duration)
+    result = ask(app, "pause", timeout=PAUSE_TIMEOUT_S, seconds=duration)
     until = _when(result.get("paused_until"), datetime.now(UTC))
     if until is not None and duration is not None:
         now = datetime.now(UTC)
@@ -176,7 +207,7 @@ def pause(app: App, duration: float | None) -> None:
 @expected_errors
 def resume(app: App) -> None:
     """Send what is pending now, as one batch, then keep watching."""
-    result = client(app).request("resume", timeout=None)
+    result = ask(app, "resume", timeout=None)
     if result.get("error"):
         click.echo(
             f"resumed; {result.get('pending', 0)} file(s) still pending: {result['error']}",
@@ -192,7 +223,7 @@ def resume(app: App) -> None:
 @expected_errors
 def flush(app: App) -> None:
     """Send what is pending now, skipping the quiet period; return once it landed."""
-    result = client(app).request("flush", timeout=None)
+    result = ask(app, "flush", timeout=None)
     sent = int(result.get("sent", 0))
     click.echo(f"flushed; {sent} file(s) landed" if sent else "nothing pending")
 

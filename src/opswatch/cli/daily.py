@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from opswatch.cli.app import App, echo_json, expected_errors, pass_app
+from opswatch.logs import escaped
 
 if TYPE_CHECKING:
     from opswatch.local.starter import Layout
@@ -28,7 +29,12 @@ def _ask_folder(question: str, choices: list[str]) -> str:
 @click.command()
 @click.option("--from", "ops_from", metavar="FOLDER", help="The ops folder (default: docs/ops).")
 @click.option("--host", help="The server: an ~/.ssh/config alias or a host name.")
-@click.option("--remote-root", metavar="PATH", help="The repository's copy on the server.")
+@click.option(
+    "--remote-root",
+    metavar="PATH",
+    help="The repository's copy on the server: absolute, or ~/x relative to the login's home "
+    "(default: ~/ and this repository's name).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing config.")
 @click.pass_context
 @expected_errors
@@ -40,7 +46,9 @@ def init(
     force: bool,
 ) -> None:
     """Write a starter opswatch.toml for the repository this is run in."""
-    from opswatch.config import load_config
+    import tomllib
+
+    from opswatch.config import parse_config
     from opswatch.errors import UsageError
     from opswatch.local import starter
 
@@ -59,14 +67,24 @@ def init(
             else "droplet"
         )
     if remote_root is None:
-        default_root = f"/root/{root.name}"
+        # The login's home on the server, whoever logs in (not /root): as scp reads ~/x.
+        default_root = f"~/{root.name}"
         remote_root = (
             click.prompt("Repository's folder on the server", default=default_root)
             if interactive
             else default_root
         )
-    starter.write_config(target, starter.render(layout, host, remote_root), force=force)
-    load_config(target)  # what we wrote must be what `run` accepts
+    expanded = starter.locally_expanded(remote_root, Path.home())
+    if expanded is not None:
+        click.echo(
+            f"warning: --remote-root {remote_root} starts with your local home "
+            f"({Path.home()}): your shell may have expanded ~. On the server it means that "
+            f"absolute path; for the login's home there, quote it: --remote-root '~/{expanded}'",
+            err=True,
+        )
+    text = starter.render(layout, host, remote_root)
+    parse_config(tomllib.loads(text), target.absolute(), str(target))  # never write a bad one
+    starter.write_config(target, text, force=force)
     _summarize(target, layout)
 
 
@@ -128,16 +146,16 @@ def _print_report(report: VerifyReport) -> None:
     rows = [("DIFFERS", t.local, t.remote) for t, _ in report.differ]
     rows += [("MISSING", t.local, t.remote) for t in report.missing]
     if rows:
-        width = max(len(r[1]) for r in rows)
+        width = max(len(escaped(r[1])) for r in rows)
         click.echo(f"{'STATE':<8} {'LOCAL':<{width}}  REMOTE")
         for state, local, remote in rows:
-            click.echo(f"{state:<8} {local:<{width}}  {remote}")
+            click.echo(f"{state:<8} {escaped(local):<{width}}  {escaped(remote)}")
     for path, reason in report.unreadable_locally.items():
-        click.echo(f"warning: {path}: cannot read: {reason}", err=True)
+        click.echo(f"warning: {escaped(path)}: cannot read: {escaped(reason)}", err=True)
     for path in report.unselected:
-        click.echo(f"error: {path}: no rule selects it", err=True)
+        click.echo(f"error: {escaped(path)}: no rule selects it", err=True)
     for gap in report.build_gaps:
-        click.echo(f"GAP      {gap.message}")
+        click.echo(f"GAP      {escaped(gap.message)}")
     matching = report.checked - len(rows)
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:

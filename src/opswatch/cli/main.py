@@ -7,6 +7,7 @@ or usage, 3 when the daemon is not running); anything unexpected prints a traceb
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -29,28 +30,52 @@ from opswatch.config import find_config
 )
 @click.option(
     "--log-format",
-    type=click.Choice(["auto", "console", "json"]),
+    type=click.Choice(["auto", "human", "console", "json"]),
     default="auto",
     show_default=True,
-    help="Console on a terminal, JSON lines otherwise.",
+    help="auto: plain lines for a command; for `run`, console on a terminal, else JSON lines.",
 )
 @click.option(
     "--log-level",
     type=click.Choice(list(logs.LEVELS)),
-    default="info",
-    show_default=True,
+    help="Default: info for `run`, warning for the other commands.",
 )
 @click.version_option(__version__, prog_name="opswatch")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_format: str, log_level: str) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, log_format: str, log_level: str | None
+) -> None:
     """Keep a server's ops files in step with this repository while you edit them.
 
     opswatch watches the folders your rules name, uploads each saved file over one SSH
     connection (atomically: never half-written), refuses secrets, and can rebuild the
     compose services a change affects.
     """
-    logs.setup(log_format, log_level)
-    ctx.obj = App(find_config(config_path), log_format, log_level)
+    daemon = ctx.invoked_subcommand == "run"
+    level = log_level or ("info" if daemon else "warning")
+    logs.setup(log_format, level, one_shot=not daemon)
+    ctx.obj = App(find_config(config_path), log_format, level)
+    if ctx.invoked_subcommand not in OFFLINE_COMMANDS and sys.stdin.isatty():
+        _allow_passphrase_prompt()
+
+
+# Commands that never authenticate; ``run`` above all must never wait for a person.
+OFFLINE_COMMANDS = frozenset(
+    {"run", "status", "pause", "resume", "flush", "stop", "reload", "init", "service", "demo"}
+)
+
+
+def _allow_passphrase_prompt() -> None:
+    """A person at a terminal can unlock an encrypted key that ssh-agent does not hold."""
+    import getpass
+
+    from opswatch.ssh.keys import allow_passphrase_prompt
+
+    def ask(path: Path) -> str:
+        # getpass reads from the terminal itself, without echo, as ssh does.
+        return getpass.getpass(f"Enter passphrase for key '{path}': ")
+
+    allow_passphrase_prompt(ask)
 
 
 @cli.command()
@@ -117,10 +142,36 @@ for _command in (daily_cli.init, daily_cli.verify, demo_cli.demo):
     cli.add_command(_command)
 
 
-def main() -> None:
+# The group's options, accepted after the subcommand too (``opswatch status --config X``).
+GLOBAL_OPTIONS = frozenset({"--config", "-c", "--log-format", "--log-level"})
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """``args`` with the global options moved before the subcommand, where click reads them."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":  # what follows is operands, never options
+            rest.extend(args[index:])
+            break
+        if arg in GLOBAL_OPTIONS:
+            front.extend(args[index : index + 2])
+            index += 1
+        elif arg.split("=", 1)[0] in GLOBAL_OPTIONS or (arg.startswith("-c") and arg[2:3] != "-"):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return front + rest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """The console script: bad usage is one ``error:`` line and exit 2, like a bad config."""
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(prog_name="opswatch", standalone_mode=False)
+        cli.main(args, prog_name="opswatch", standalone_mode=False)
     except click.UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)

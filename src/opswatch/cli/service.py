@@ -10,7 +10,13 @@ import click
 
 from opswatch.cli.app import App, expected_errors, pass_app
 from opswatch.errors import OpswatchError
-from opswatch.service.units import PLATFORMS, default_platform, manager_lacks_agent, plan_service
+from opswatch.service.units import (
+    PLATFORMS,
+    default_platform,
+    manager_lacks_agent,
+    plan_service,
+    user_bus_problem,
+)
 
 
 def _run(commands: tuple[tuple[str, ...], ...], *, check: bool = True) -> None:
@@ -56,17 +62,25 @@ name_option = click.option(
 def install(app: App, dry_run: bool, no_enable: bool, platform: str, name: str | None) -> None:
     """Write the unit for this config and enable it."""
     unit = plan_service(app.config, platform, name)
+    # Before anything is written: a unit no user manager will ever start helps nobody.
+    no_bus = user_bus_problem() if platform == "systemd" else None
     if dry_run:
         click.echo(unit.text, nl=False)
         click.echo(f"# would write {unit.path}", err=True)
         for command in unit.enable:
             click.echo(f"# would run: {shlex.join(command)}", err=True)
+        if no_bus is not None:
+            click.echo(f"# but it would fail: {no_bus}", err=True)
         return
+    if no_bus is not None and not no_enable:
+        raise OpswatchError(no_bus)
     unit.path.parent.mkdir(parents=True, exist_ok=True)
     if unit.log is not None:
         unit.log.parent.mkdir(parents=True, exist_ok=True)
     unit.path.write_text(unit.text)
     click.echo(f"wrote {unit.path}")
+    if no_bus is not None:
+        click.echo(f"note: {no_bus}", err=True)
     if no_enable:
         click.echo("enable it with:")
         for command in unit.enable:

@@ -11,6 +11,7 @@ from opswatch.config import Config
 from opswatch.core.builds import BuildGap
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.local.scan import LocalIndex
+from opswatch.logs import escaped
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
 from opswatch.sync.oneshot import (
@@ -26,14 +27,16 @@ from opswatch.sync.syncer import PassReport
 
 def print_plan(plan: Plan) -> None:
     for upload in plan.uploads:
-        click.echo(f"upload    {upload.local} → {upload.remote}")
+        click.echo(f"upload    {escaped(upload.local)} → {escaped(upload.remote)}")
     for remove in plan.removes:
-        click.echo(f"remove    {remove.remote}")
+        click.echo(f"remove    {escaped(remove.remote)}")
     for conflict in plan.conflicts:
-        click.echo(f"conflict  {conflict.remote} changed on the server (sync --force overwrites)")
+        click.echo(
+            f"conflict  {escaped(conflict.remote)} changed on the server (sync --force overwrites)"
+        )
     for skip in plan.skipped:
         word = "refused" if skip.reason.startswith(("never", "symlink", "path")) else "skip"
-        click.echo(f"{word:<9} {skip.local} ({skip.reason})")
+        click.echo(f"{word:<9} {escaped(skip.local)} ({escaped(skip.reason)})")
     click.echo(
         f"{len(plan.uploads)} to upload, {len(plan.removes)} to remove, "
         f"{len(plan.conflicts)} conflicts, {len(plan.skipped)} skipped or refused"
@@ -53,17 +56,17 @@ def run_sync(
         plan, index = syncer.plan_reconcile(only=only)
         unselected = only.unmatched(_looked_at(plan, index))
         for path in unselected:
-            click.echo(f"error: {path}: no rule selects it", err=True)
+            click.echo(f"error: {escaped(path)}: no rule selects it", err=True)
         if force and plan.conflicts:
             if not dry_run:
                 # --force overwrites what someone changed on the server: keep their copy first.
                 saved = syncer.save_remote_copies(plan.conflicts, paths.conflicts)
                 for conflict, copy in zip(plan.conflicts, saved, strict=True):
-                    click.echo(f"saved the server's {conflict.remote} as {copy}", err=True)
+                    click.echo(f"saved the server's {escaped(conflict.remote)} as {copy}", err=True)
             plan, _index = syncer.plan_reconcile(force=True, only=only)
         if dry_run:
             for problem in when_problems(config):
-                click.echo(f"warning: {problem}", err=True)
+                click.echo(f"warning: {escaped(problem)}", err=True)
             show_plan(plan, build_gaps(syncer), as_json=as_json)
             return 1 if unselected else 0
         total = len(plan.actions)
@@ -87,25 +90,25 @@ def show_plan(plan: Plan, gaps: list[BuildGap], *, as_json: bool) -> None:
         return
     print_plan(plan)
     for gap in gaps:
-        click.echo(f"gap       {gap.message}")
+        click.echo(f"gap       {escaped(gap.message)}")
 
 
 def print_report(plan: Plan, report: PassReport, gaps: list[BuildGap]) -> None:
     for gap in gaps:
-        click.echo(f"warning: {gap.message}", err=True)
+        click.echo(f"warning: {escaped(gap.message)}", err=True)
     click.echo(
         f"{len(report.uploaded)} uploaded, {len(report.removed)} removed, "
         f"{len(report.failed) + len(report.refused)} failed, "
         f"{len(report.conflicts)} conflicts"
     )
     for path, reason in {**report.failed, **report.refused}.items():
-        click.echo(f"error: {path}: {reason}", err=True)
+        click.echo(f"error: {escaped(path)}: {escaped(reason)}", err=True)
     for skip in plan.skipped:
         if skip.reason.startswith("symlink"):  # a link out of the tree: say it was not read
-            click.echo(f"refused: {skip.local}: {skip.reason}", err=True)
+            click.echo(f"refused: {escaped(skip.local)}: {escaped(skip.reason)}", err=True)
     for conflict in report.conflicts:
         click.echo(
-            f"error: {conflict.remote} changed on the server; not overwritten "
+            f"error: {escaped(conflict.remote)} changed on the server; not overwritten "
             "(opswatch sync --force overwrites it)",
             err=True,
         )

@@ -196,7 +196,8 @@ def render(layout: Layout, host: str, remote_root: str) -> str:
         "[remote]",
         "# An ~/.ssh/config alias or a host name; the ssh config applies (User, Port, keys …).",
         f"host = {_q(host)}",
-        "# The repository's copy on the server; remote folders below are relative to it.",
+        "# The repository's copy on the server (~/x: below the login's home there);",
+        "# remote folders below are relative to it.",
         f"root = {_q(remote_root)}",
         '# user = "root"',
         "# port = 22",
@@ -286,6 +287,15 @@ def _render_rebuild(layout: Layout) -> list[str]:
             '# health = "https://example.com/health"',
         ]
     return lines
+
+
+def locally_expanded(remote_root: str, local_home: Path) -> str | None:
+    """The part below the local home when ``remote_root`` looks like ``~/x`` the local shell
+    expanded (``/home/me/x``); None when it does not start with the local home."""
+    home = local_home.as_posix().rstrip("/")
+    if not home or not remote_root.startswith(home + "/"):
+        return None
+    return remote_root[len(home) + 1 :].strip("/") or None
 
 
 def write_config(path: Path, text: str, *, force: bool) -> None:

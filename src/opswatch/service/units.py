@@ -161,3 +161,29 @@ def manager_lacks_agent(service: ServiceFile) -> bool:
         ["systemctl", "--user", "show-environment"], capture_output=True, text=True, check=False
     )
     return done.returncode == 0 and "SSH_AUTH_SOCK=" not in done.stdout
+
+
+def user_bus_problem(environ: dict[str, str] | None = None) -> str | None:
+    """Why ``systemctl --user`` can't reach a user manager here; None when it can.
+
+    ``systemctl --user`` talks to the user manager over the bus at ``$DBUS_SESSION_BUS_ADDRESS``
+    or ``$XDG_RUNTIME_DIR/bus``. Containers and SSH logins of a user without lingering have
+    neither, and a unit written there would never start.
+    """
+    env = dict(os.environ) if environ is None else environ
+    address = env.get("DBUS_SESSION_BUS_ADDRESS", "")
+    if address.startswith("unix:path="):
+        bus = Path(address.removeprefix("unix:path=").split(",")[0])
+    elif env.get("XDG_RUNTIME_DIR"):
+        bus = Path(env["XDG_RUNTIME_DIR"]) / "bus"
+    else:
+        bus = None
+    if bus is not None and bus.exists():
+        return None
+    where = f"no user bus at {bus}" if bus else "XDG_RUNTIME_DIR is not set"
+    user = env.get("USER") or env.get("LOGNAME") or "$USER"
+    return (
+        f"no systemd user manager is reachable ({where}: a container, or a login without "
+        f"lingering); run `loginctl enable-linger {user}` and log in again, or run "
+        "`opswatch run` under your own supervisor (tmux, a system unit, supervisord)"
+    )

@@ -19,6 +19,7 @@ def agent_problem(environ: dict[str, str] | None = None) -> str | None:
     except OSError as exc:
         return (
             f"SSH_AUTH_SOCK={path} does not answer ({exc.strerror or exc}): keys held by "
-            "ssh-agent can't be used; see `opswatch service` in docs/background.md"
+            "ssh-agent can't be used (a service started before the agent? "
+            "`systemctl --user import-environment SSH_AUTH_SOCK`, then restart it)"
         )
     return None

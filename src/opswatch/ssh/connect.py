@@ -1,4 +1,6 @@
-"""Opening the one SSH connection: dial, handshake, host key check, keys, the SFTP channel.
+"""Opening the one SSH connection: dial, handshake, host key check, authentication, SFTP.
+
+Which keys are offered, and in which order, is ``keys.py``'s business.
 
 paramiko errors met on the way become ``opswatch.errors`` types through ``ssh/failures.py``;
 what the connection is then used for (files, commands) is ``remote.py``'s business.
@@ -9,17 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import paramiko
 import structlog
-from paramiko.pkey import UnknownKeyType
 from paramiko.ssh_exception import IncompatiblePeer
 
 from opswatch.errors import AuthError, ChangedHostKeyError, ConnectError, UnknownHostKeyError
@@ -28,8 +27,9 @@ from opswatch.ssh._compat import (
     record_offered_algorithms,
     set_transport_poll,
 )
-from opswatch.ssh.endpoint import Endpoint, default_identities
+from opswatch.ssh.endpoint import Endpoint
 from opswatch.ssh.failures import translated
+from opswatch.ssh.keys import KeyRing, Offer, locked_hint, no_key_hint
 from opswatch.ssh.proxy import ProxySocket
 from opswatch.ssh.server import SftpInfo, negotiation_mismatch, parse_version_packet
 
@@ -145,6 +145,7 @@ class Link:
     sftp: paramiko.SFTPClient
     watchdog: StallWatchdog
     sftp_info: SftpInfo
+    home: str  # the login's home as SFTP's realpath tells it: where relative paths land
     proxy: ProxySocket | None = None
 
     def close(self) -> None:
@@ -195,6 +196,9 @@ class _Connector:
             # No paramiko keepalive: it expects no reply, so it detects nothing, and it would
             # look like an unanswered request. TCP keepalive and the daemon's probe do the job.
             channel, sftp = self._open_sftp(transport)
+            # Where relative remote paths (remote.root = "~/x" or "x") land, as scp reads them:
+            # SFTP and the remote shell both start there. Resolved once per connection.
+            home = sftp.normalize(".")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._close(transport)  # the link died between the steps above
             raise ConnectError(f"connecting to {self.endpoint.describe()} failed: {exc}") from exc
@@ -208,10 +212,11 @@ class _Connector:
         log.info(
             "connected",
             host=self.endpoint.describe(),
+            home=home,
             cipher=getattr(transport, "remote_cipher", "?"),
             sftp_extensions=list(info.names),
         )
-        return Link(transport, sftp, watchdog, info, self.proxy)
+        return Link(transport, sftp, watchdog, info, home, self.proxy)
 
     def _open_sftp(self, transport: paramiko.Transport) -> tuple[SftpChannel, paramiko.SFTPClient]:
         """The SFTP channel, with a read deadline before its first exchange (the version)."""
@@ -320,7 +325,15 @@ class _Connector:
                 f"({key.get_name()} {fingerprint(key)}); check it, then run `opswatch trust`"
             )
         expected = known.get(key.get_name())
-        if expected is None or expected.asbytes() != key.asbytes():
+        if expected is None:
+            # Keys of other types known for the host are no verdict on this one (OpenSSH asks).
+            others = ", ".join(sorted(known))
+            raise UnknownHostKeyError(
+                f"host key of {name} ({key.get_name()} {fingerprint(key)}) is not in "
+                f"{self.endpoint.known_hosts}, which knows only its {others} key; check it, "
+                "then run `opswatch trust`"
+            )
+        if expected.asbytes() != key.asbytes():
             raise ChangedHostKeyError(
                 f"HOST KEY OF {name} HAS CHANGED (now {key.get_name()} {fingerprint(key)}); "
                 f"if the server was rebuilt, run `ssh-keygen -R '{name}' -f "
@@ -328,45 +341,30 @@ class _Connector:
                 "intercepting the connection"
             )
 
-    def _candidate_keys(self) -> Iterator[paramiko.PKey]:
-        ep = self.endpoint
-        for path in ep.identity_files or default_identities():
-            try:
-                yield paramiko.PKey.from_path(str(path))
-            except FileNotFoundError:
-                log.debug("identity_missing", path=str(path))
-            except (paramiko.SSHException, UnknownKeyType, OSError, ValueError) as exc:
-                log.warning("identity_unusable", path=str(path), error=str(exc))
-        if not ep.identities_only:
-            try:
-                yield from paramiko.Agent().get_keys()
-            except paramiko.SSHException as exc:
-                log.warning("agent_unusable", error=str(exc))
-
     def _authenticate(self, transport: paramiko.Transport) -> None:
+        ring = KeyRing(self.endpoint)
         tried = 0
-        for key in self._candidate_keys():
-            tried += 1
-            with translated(f"authentication with {self.endpoint.describe()} failed"):
-                try:
-                    transport.auth_publickey(self.endpoint.user, key)
-                except paramiko.AuthenticationException:
-                    continue  # this key was refused: the next one may not be
-            if transport.is_authenticated():
-                return
-        hint = "" if tried else f" ({_no_key_hint()})"
+        try:
+            for offer in ring.offers():
+                tried += 1
+                if self._offer(transport, offer):
+                    return
+        finally:
+            ring.close()
+        if ring.locked:
+            raise AuthError(f"{self.endpoint.describe()}: {locked_hint(ring.locked)}")
+        hint = "" if tried else f" ({no_key_hint()})"
         raise AuthError(
             f"{self.endpoint.describe()} refused every key offered ({tried} tried){hint}"
         )
 
-
-def _no_key_hint() -> str:
-    """Why no key was offered: most often a service that cannot see the login's ssh-agent."""
-    agent = os.environ.get("SSH_AUTH_SOCK")
-    if not agent:
-        return (
-            "no key found and SSH_AUTH_SOCK is not set: set remote.identity_file or pass the agent"
-        )
-    if not os.path.exists(agent):
-        return f"no key found; the ssh-agent socket SSH_AUTH_SOCK={agent} does not exist"
-    return f"no key found; the ssh-agent at {agent} holds no keys (ssh-add)"
+    def _offer(self, transport: paramiko.Transport, offer: Offer) -> bool:
+        # paramiko offers a certificate when the key carries one in ``public_blob``.
+        offer.key.public_blob = offer.certificate
+        with translated(f"authentication with {self.endpoint.describe()} failed"):
+            try:
+                transport.auth_publickey(self.endpoint.user, offer.key)
+            except paramiko.AuthenticationException:
+                log.debug("key_refused", key=offer.describe())
+                return False  # this key was refused: the next one may not be
+        return transport.is_authenticated()

@@ -29,6 +29,7 @@ class Endpoint:
     proxy_command: str | None = None
     identities_only: bool = False
     proxy_jump: str | None = None  # as the ssh config says it, for messages
+    certificate_files: tuple[Path, ...] = ()
 
     @property
     def known_hosts_name(self) -> str:
@@ -63,6 +64,12 @@ def resolve_endpoint(config: RemoteConfig) -> Endpoint:
         listed = found.get("identityfile") or []
         assert isinstance(listed, list)
         identities = tuple(Path(os.path.expanduser(str(p))) for p in listed)
+    # paramiko keeps only IdentityFile as a list; CertificateFile comes as one string.
+    certificate = found.get("certificatefile")
+    if isinstance(certificate, list):
+        listed_certificates = certificate
+    else:
+        listed_certificates = [certificate] if certificate else []
     known_hosts = config.known_hosts
     if known_hosts is None:
         listed_known = str(found.get("userknownhostsfile") or "").split()
@@ -81,6 +88,7 @@ def resolve_endpoint(config: RemoteConfig) -> Endpoint:
         proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
         identities_only=str(found.get("identitiesonly", "no")).lower() == "yes",
         proxy_jump=str(jump) if proxy is not None and jump else None,
+        certificate_files=tuple(Path(os.path.expanduser(str(p))) for p in listed_certificates),
     )
 
 

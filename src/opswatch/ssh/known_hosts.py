@@ -2,7 +2,7 @@
 
 known_hosts is read and written here as OpenSSH does: ``host`` on port 22, else ``[host]:port``,
 plain or hashed (``|1|salt|hmac``) as the file already is. A changed key replaces the old one
-for that host, as ``ssh-keygen -R`` followed by the first connection of ``ssh`` would.
+of the same type for that host; keys of other types stay, as OpenSSH keeps one per type.
 """
 
 from __future__ import annotations
@@ -60,8 +60,11 @@ def known_entries(lines: list[str], name: str) -> list[KnownEntry]:
 
 
 def new_lines(lines: list[str], name: str, key: HostKey, *, hashed: bool) -> list[str]:
-    """known_hosts without the stale keys of ``name``, with ``key`` added at the end."""
-    stale = {e.line for e in known_entries(lines, name)}
+    """known_hosts without the stale key of ``name`` of ``key``'s type, ``key`` at the end.
+
+    Lines of other key types for the host stay: OpenSSH keeps one key per type.
+    """
+    stale = {e.line for e in known_entries(lines, name) if e.key_type == key.key_type}
     kept = [line for number, line in enumerate(lines) if number not in stale]
     host = hashed_name(name) if hashed else name
     return [*kept, f"{host} {key.key_type} {key.base64}"]

@@ -99,7 +99,8 @@ def test_without_options_it_writes_defaults_that_parse(repo: Path) -> None:
     assert done.returncode == 0, done.stderr
     config = load_config(repo / "opswatch.toml")
     assert config.remote.host == "droplet"
-    assert config.remote.root == f"/root/{repo.name}"
+    assert 'root = "~/' + repo.name + '"' in (repo / "opswatch.toml").read_text()
+    assert config.remote.root == repo.name  # the login's home on the server, not /root
     assert config.sync.hold_over == 100 and not config.sync.never
 
 
@@ -160,4 +161,24 @@ def test_a_missing_from_folder_is_a_usage_error(repo: Path) -> None:
     done = init(repo, "--from", "no/such/folder")
     assert done.returncode == 2
     assert "no/such/folder" in done.stderr
+    assert not (repo / "opswatch.toml").exists()
+
+
+def test_a_remote_root_expanded_by_the_local_shell_is_warned_about(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home" / "me"
+    monkeypatch.setenv("HOME", str(home))
+    done = init(repo, "--host", "h", "--remote-root", f"{home}/portfolio")
+    assert done.returncode == 0, done.stderr
+    assert "warning: --remote-root" in done.stderr
+    assert "--remote-root '~/portfolio'" in done.stderr
+    assert load_config(repo / "opswatch.toml").remote.root == f"{home}/portfolio"
+
+
+def test_an_invalid_remote_root_leaves_no_config_behind(repo: Path) -> None:
+    done = init(repo, "--host", "h", "--remote-root", "~deploy/portfolio")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "remote.root" in done.stderr
+    assert "Traceback" not in done.stderr
     assert not (repo / "opswatch.toml").exists()

@@ -8,6 +8,7 @@ import os
 import plistlib
 import shlex
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -211,3 +212,51 @@ def test_shipped_examples_are_what_install_renders() -> None:
         Path("/Users/you/src/portfolio/opswatch.toml"),
         "com.opswatch.agent",
     )
+
+
+def test_install_without_a_user_bus_says_what_to_do_and_writes_nothing(
+    config: Path, scratch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container or an SSH login without lingering: no bus for `systemctl --user`."""
+    runtime = scratch_home / "run-user"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # exists, but holds no bus
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    unit = scratch_home / ".config" / "systemd" / "user" / "opswatch.service"
+
+    done = opswatch(config, "service", "install", "--platform", "systemd")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: no systemd user manager is reachable")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "loginctl enable-linger" in done.stderr and "opswatch run" in done.stderr
+    assert not unit.exists() and not unit.parent.exists()
+
+    dry = opswatch(config, "service", "install", "--dry-run", "--platform", "systemd")
+    assert dry.returncode == 0
+    assert "loginctl enable-linger" in dry.stderr and "opswatch run" in dry.stderr
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    unset = opswatch(config, "service", "install", "--platform", "systemd")
+    assert unset.returncode == 1 and "XDG_RUNTIME_DIR is not set" in unset.stderr
+    assert not unit.exists()
+
+
+def test_install_with_a_user_bus_enables_the_unit(
+    config: Path, scratch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = scratch_home / "run-user"
+    runtime.mkdir()
+    with socket.socket(socket.AF_UNIX) as bus:
+        bus.bind(str(runtime / "bus"))
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+        fake = scratch_home / "bin"
+        fake.mkdir()
+        calls = scratch_home / "systemctl.calls"
+        (fake / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >> '{calls}'\n")
+        (fake / "systemctl").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+        done = opswatch(config, "service", "install", "--platform", "systemd")
+    assert done.returncode == 0, done.stderr
+    assert "--user enable --now opswatch.service" in calls.read_text()
+    assert (scratch_home / ".config" / "systemd" / "user" / "opswatch.service").is_file()

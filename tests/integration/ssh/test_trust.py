@@ -137,3 +137,43 @@ def test_changed_host_key_is_an_error_state_until_trusted(
         assert own_sshd.known_hosts.read_text().count(own_sshd.host) == 1  # replaced, not added
     finally:
         daemon.stop()
+
+
+def test_another_key_type_already_known_is_kept_and_not_called_a_change(
+    own_sshd: LocalSshd,
+    repo: Path,
+    remote_root: Path,
+    write_config: WriteConfig,
+    tmp_path: Path,
+) -> None:
+    """known_hosts holds an ECDSA line for the host, as `ssh-keyscan` writes it; the server
+    offers its ED25519 key: that is a new key type, added next to it, not an interception."""
+    ecdsa = tmp_path / "ecdsa_host_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(ecdsa)],
+        check=True,
+        capture_output=True,
+    )
+    name = f"[{own_sshd.host}]:{own_sshd.port}"
+    ecdsa_line = f"{name} {' '.join(ecdsa.with_name('ecdsa_host_key.pub').read_text().split()[:2])}"
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"# from ssh-keyscan\n{ecdsa_line}\n")
+    config = write_config(repo, own_sshd, remote_root, remote={"known_hosts": str(known_hosts)})
+
+    before = opswatch(config, "sync")
+    assert before.returncode == 1
+    assert "HAS CHANGED" not in before.stderr and "opswatch trust" in before.stderr
+
+    done = opswatch(config, "trust", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" not in done.stderr + done.stdout
+    assert "intercepting" not in done.stderr + done.stdout
+    assert "already known for this host: ECDSA" in done.stdout
+    lines = known_hosts.read_text().splitlines()
+    assert lines[:2] == ["# from ssh-keyscan", ecdsa_line]  # no valid line deleted
+    assert lines[2].startswith(f"{name} ssh-ed25519 ")
+    assert "Traceback" not in done.stderr
+
+    synced = opswatch(config, "sync")
+    assert synced.returncode == 0, synced.stderr
+    assert opswatch(config, "trust").stdout.count("already in") == 1

@@ -26,6 +26,7 @@ from opswatch.ssh import failures
 from opswatch.ssh.connect import _Connector
 from opswatch.ssh.endpoint import Endpoint
 from opswatch.ssh.failures import FAILURES, error_type, translated
+from opswatch.ssh.keys import KeyRing
 
 # paramiko's exceptions outside the table, and why none of them reaches opswatch as such.
 UNMAPPED = {
@@ -156,8 +157,9 @@ def test_an_identity_file_of_an_unknown_key_type_is_skipped(tmp_path: Path) -> N
     key = tmp_path / "id_x448"
     private = x448.X448PrivateKey.generate()
     key.write_bytes(private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    connector = _Connector(endpoint(tmp_path, identity=key), timeout=1)
-    assert list(connector._candidate_keys()) == []
+    ring = KeyRing(endpoint(tmp_path, identity=key))
+    assert list(ring.offers()) == []
+    assert ring.locked == []  # skipped with a warning, not taken for an encrypted key
 
 
 def endpoint(
