@@ -68,7 +68,17 @@ class RebuildConfig:
     check: str = "docker compose config -q"
     timeout_s: int = 900
     health_timeout_s: int = 60
+    on_failure: str = "keep"  # keep | rollback: what a failed health check after `up` does
     services: tuple[ServiceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    max_mb: int = 200
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_mb * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class Config:
     rules: tuple[Rule, ...]
     rebuild: RebuildConfig
     notify: bool = False
+    history: HistoryConfig = HistoryConfig()
 
     @property
     def watched_folders(self) -> tuple[str, ...]:
@@ -313,6 +324,7 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
         "check",
         "timeout_s",
         "health_timeout_s",
+        "on_failure",
         "service",
     }
     table = reader.table(doc, "rebuild", allowed)
@@ -320,6 +332,9 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
     mode = reader.string(table, "rebuild", "mode") or defaults.mode
     if mode not in ("off", "auto"):
         reader.problem("rebuild.mode", f'expected "off" or "auto", got "{mode}"')
+    on_failure = reader.string(table, "rebuild", "on_failure") or defaults.on_failure
+    if on_failure not in ("keep", "rollback"):
+        reader.problem("rebuild.on_failure", f'expected "keep" or "rollback", got "{on_failure}"')
     compose_dir = reader.string(table, "rebuild", "compose_dir") or defaults.compose_dir
     compose_dir = _relative_posix(reader, "rebuild.compose_dir", compose_dir) or ""
     raw_services = table.get("service", [])
@@ -347,15 +362,21 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
         health_timeout_s=reader.integer(
             table, "rebuild", "health_timeout_s", defaults.health_timeout_s
         ),
+        on_failure=on_failure,
         services=tuple(services),
     )
+
+
+def _parse_history(reader: _Reader, doc: Mapping[str, Any]) -> HistoryConfig:
+    table = reader.table(doc, "history", {"max_mb"})
+    return HistoryConfig(max_mb=reader.integer(table, "history", "max_mb", HistoryConfig.max_mb))
 
 
 def parse_config(doc: Mapping[str, Any], source: Path) -> Config:
     """Validate a parsed TOML document; raise ``ConfigError`` listing every problem found."""
     problems: list[str] = []
     reader = _Reader(source, problems)
-    reader.unknown(doc, "", {"local", "remote", "sync", "rule", "rebuild", "notify"})
+    reader.unknown(doc, "", {"local", "remote", "sync", "rule", "rebuild", "history", "notify"})
     local = reader.table(doc, "local", {"root"})
     base = source.parent
     root_text = reader.string(local, "local", "root")
@@ -368,6 +389,7 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> Config:
         rules=_parse_rules(reader, doc),
         rebuild=_parse_rebuild(reader, doc),
         notify=reader.boolean(doc, "", "notify", False),
+        history=_parse_history(reader, doc),
     )
     if problems:
         raise ConfigError(problems)

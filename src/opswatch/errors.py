@@ -6,6 +6,7 @@
     ├── NotRunningError           exit 3: no daemon answers on the control socket
     ├── AlreadyRunningError       another daemon holds this config's state folder
     ├── LocalFileError            a local file could not be read (vanished, permissions)
+    ├── HistoryError              the deploy history could not be read or written
     └── RemoteError               anything between us and the server
         ├── ConnectError          the server can't be reached, or the connection dropped
         ├── AuthError             the server refused every key we offered
@@ -51,6 +52,10 @@ class AlreadyRunningError(OpswatchError):
 
 
 class LocalFileError(OpswatchError):
+    pass
+
+
+class HistoryError(OpswatchError):
     pass
 
 

@@ -145,6 +145,8 @@ class RebuildResult:
     ok: bool
     at: str  # ISO 8601
     detail: str
+    batch: int | None = None  # the deploy history's batch that caused it
+    rolled_back: bool = False  # health failed and the batch's files were put back
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,14 @@ class Status:
             "removed": self.removed,
             "connected_since": self.connected_since,
             "rebuilds": [
-                {"service": r.service, "ok": r.ok, "at": r.at, "detail": r.detail}
+                {
+                    "service": r.service,
+                    "ok": r.ok,
+                    "at": r.at,
+                    "detail": r.detail,
+                    "batch": r.batch,
+                    "rolled_back": r.rolled_back,
+                }
                 for r in self.rebuilds
             ],
             "conflicts": list(self.conflicts),

@@ -44,6 +44,11 @@ class StatePaths:
         return self.state / "opswatch.log"
 
     @property
+    def history(self) -> Path:
+        """The deploy history: ``history.sqlite`` and the bytes of each version (``blobs/``)."""
+        return self.state / "history"
+
+    @property
     def conflicts(self) -> Path:
         return self.state / "conflicts"
 

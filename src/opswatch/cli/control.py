@@ -126,7 +126,23 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     if status.get("conflicts"):
         conflicts = status["conflicts"]
         lines.append(f"conflicts:   {_paths(conflicts, len(conflicts))} (`opswatch sync --force`)")
+    lines += _history_lines(status, now)
     return "\n".join(lines)
+
+
+def _history_lines(status: dict[str, Any], now: datetime) -> list[str]:
+    lines = []
+    batch = status.get("last_batch")
+    if isinstance(batch, dict):
+        at = _when(batch.get("at"), now)
+        commit = f", commit {str(batch['commit'])[:9]}" if batch.get("commit") else ""
+        when = f" at {_local(at, now)}" if at else ""
+        lines.append(f"last batch:  {batch.get('id')}{when}{commit} (`opswatch history`)")
+    rolled = status.get("rolled_back") or []
+    if rolled:
+        paths = _paths(rolled, len(rolled))
+        lines.append(f"rolled back: {paths} (sent again when edited, or by `opswatch flush`)")
+    return lines
 
 
 # -- commands --------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def run_sync(
             return 1 if unselected else 0
         total = len(plan.actions)
         with progress_bar("syncing", total, enabled=not as_json) as advance:
-            report = syncer.execute(plan, progress=advance)
+            report = syncer.execute(plan, progress=advance, kind="sync")
     if as_json:
         click.echo(json.dumps(report_to_json(report), indent=2))
     else:

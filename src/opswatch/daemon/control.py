@@ -40,7 +40,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024
 # sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, both counting the final NUL.
 MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
-ENGINE_COMMANDS = frozenset({"pause", "resume", "flush", "reconnect"})
+ENGINE_COMMANDS = frozenset({"pause", "resume", "flush", "reconnect", "undo"})
 
 
 class Controllable(Protocol):

@@ -26,7 +26,7 @@ from opswatch.core.debounce import Debouncer
 from opswatch.core.rules import IGNORE_FILE, Router, Verdict
 from opswatch.daemon.heap import release_free_memory
 from opswatch.daemon.link import PROBE_DEADLINE_S, PROBE_INTERVAL_S, LinkKeeper
-from opswatch.errors import ConnectError, OpswatchError, RemoteError
+from opswatch.errors import ConnectError, HistoryError, OpswatchError, RemoteError, UsageError
 from opswatch.local.gitstate import HeadWatch
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_file, read_ignore_files, scan
@@ -35,7 +35,9 @@ from opswatch.model import Batch, Change, ChangeKind, RebuildResult, State, Stat
 from opswatch.paths import StatePaths
 from opswatch.ssh.remote import Remote
 from opswatch.sync.progress import progress_bar
+from opswatch.sync.recording import batch_summary, open_recorder
 from opswatch.sync.syncer import PassReport, Syncer
+from opswatch.sync.undo import Undoer
 
 log = structlog.get_logger("opswatch.daemon")
 
@@ -92,7 +94,8 @@ class Daemon:
             config, read_ignore_files(config.local_root, config.watched_folders)
         )
         self.manifest = Manifest(paths.manifest)
-        self.syncer = Syncer(config, remote, self.manifest, self.router)
+        self.recorder = open_recorder(paths.history, config.history.max_bytes, config.local_root)
+        self.syncer = Syncer(config, remote, self.manifest, self.router, self.recorder)
         sync = config.sync
         self.debouncer = Debouncer(sync.debounce_ms / 1000, sync.max_delay_ms / 1000)
         self.after_batch: list[AfterBatch] = []  # rebuilds plug in here, on the engine thread
@@ -116,6 +119,7 @@ class Daemon:
         self._last_sync: float | None = None
         self._conflicts: tuple[str, ...] = ()
         self._extra: dict[str, object] = {}
+        self._note_history()
         self._status_lock = threading.Lock()
         self._status = Status(State.OFFLINE, False, config.remote.host)
         self._load_pause()
@@ -153,6 +157,8 @@ class Daemon:
                 self.watcher.stop()
             self.remote.close()
             self.manifest.close()
+            if self.recorder is not None:
+                self.recorder.history.close()
             log.info("stopped", pending=len(self._pending_paths()))
 
     def _wait_and_handle(self) -> None:
@@ -276,7 +282,7 @@ class Daemon:
                     actions = tuple(a for a in plan.actions if a.local not in held)
                     plan = replace(plan, actions=actions)
                 with progress_bar("reconcile", len(plan.actions), log_only=True) as advance:
-                    report = self.syncer.execute(plan, progress=advance)
+                    report = self.syncer.execute(plan, progress=advance, kind="reconcile")
         except ConnectError as exc:
             self.link.failed(exc, now)
             return
@@ -385,8 +391,19 @@ class Daemon:
             self._error = f"{path}: refused: {reason}"
         if report.uploaded or report.removed or kind == "reconcile":
             self._last_sync = self.wall()
+        if report.batch is not None or report.unchanged:
+            self._note_history()
         for hook in self.after_batch:
             hook(report)
+
+    def _note_history(self) -> None:
+        """``last_batch`` and the files an undo rolled back, for status."""
+        if self.recorder is None:
+            self._extra.update(last_batch=None, rolled_back=[])
+            return
+        self._extra["last_batch"] = batch_summary(self.recorder.history)
+        marks = self.recorder.rolled_back()
+        self._extra["rolled_back"] = sorted({m.local for m in marks.values()})
 
     # -- control requests ------------------------------------------------------------------
 
@@ -436,6 +453,9 @@ class Daemon:
         for path in self.failed:
             changes.setdefault(path, Change(path, ChangeKind.MODIFIED))
         self.failed.clear()
+        for path in self.recorder.take_rolled_back() if self.recorder else ():
+            changes.setdefault(path, Change(path, ChangeKind.MODIFIED))
+        self._note_history()
         pending = self.debouncer.take()
         for change in pending.changes if pending else ():
             changes[change.path] = change
@@ -449,13 +469,61 @@ class Daemon:
             )
         return {"sent": len(report.uploaded) + len(report.removed), "failed": {}}
 
+    def _request_undo(self, batch: object = None, force: object = False) -> dict[str, Any]:
+        """``opswatch undo``: the files go back here, on the engine thread; the rebuilds are
+        queued as for a forward batch (the command waits for them in the history)."""
+        if self.recorder is None:
+            raise HistoryError("the deploy history is not available (see the log)")
+        if (batch is not None and not isinstance(batch, int)) or not isinstance(force, bool):
+            raise UsageError("undo takes a batch number and a force flag")
+        if not self.remote.connected:
+            raise ConnectError(self.link.error or "not connected")
+        undoer = Undoer(self.recorder.history, self.remote, self.manifest, self.config.local_root)
+        with self._syncing():
+            done = undoer.undo(batch, force=force)
+        self._after(PassReport(landed=list(done.locals), batch=done.batch), "undo")
+        self._note_history()
+        return {
+            "undone": done.undone,
+            "batch": done.batch,
+            "restored": list(done.restored),
+            "removed": list(done.removed),
+            "locals": list(done.locals),
+        }
+
+    def _request_rollback(self, batch: object, paths: object) -> dict[str, Any]:
+        """A service failed its health check: its files of ``batch`` go back (the rebuild
+        worker asks, and rebuilds itself; no after-batch hooks, so no second rebuild)."""
+        if self.recorder is None:
+            raise HistoryError("the deploy history is not available (see the log)")
+        if not isinstance(batch, int) or not isinstance(paths, list):
+            raise UsageError("rollback takes a batch number and a list of paths")
+        undoer = Undoer(self.recorder.history, self.remote, self.manifest, self.config.local_root)
+        with self._syncing():
+            done = undoer.undo(batch, only=[str(p) for p in paths], kind="rollback")
+        self._note_history()
+        earlier = self.recorder.history.earlier_change(batch, [*done.restored, *done.removed])
+        to = f"batch {earlier}" if earlier else f"the version before batch {batch}"
+        return {"batch": done.batch, "to": to}
+
     def _request_reconnect(self) -> dict[str, Any]:
         self.link.reconnect(self.clock())
         return {}
 
-    def _request_rebuilt(self, service: str, ok: bool, at: str, detail: str) -> dict[str, Any]:
+    def _request_rebuilt(
+        self,
+        service: str,
+        ok: bool,
+        at: str,
+        detail: str,
+        batch: int | None = None,
+        rolled_back: bool = False,
+    ) -> dict[str, Any]:
         """A rebuild finished on the rebuild worker thread; recorded here, where status is made."""
-        self.rebuilds[service] = RebuildResult(service, ok, at, detail)
+        result = RebuildResult(service, ok, at, detail, batch, rolled_back)
+        self.rebuilds[service] = result
+        if self.recorder is not None and batch is not None:
+            self.recorder.rebuilt(batch, result)
         if not ok:
             self._error = f"rebuild {service}: {detail.splitlines()[0] if detail else 'failed'}"
         return {}

@@ -11,15 +11,17 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
 from opswatch.config import Config
 from opswatch.core.compose import APPLY
-from opswatch.errors import ConnectError, OpswatchError
+from opswatch.errors import ConnectError, HistoryError, OpswatchError
 from opswatch.model import RebuildResult, State
-from opswatch.rebuild.deploy import ComposeView, Deployer, Work
+from opswatch.rebuild.deploy import ComposeView, Deployer, Rollback, Work
 
 if TYPE_CHECKING:
     from opswatch.daemon.engine import Daemon
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("opswatch.rebuild")
 
+ROLLBACK_WAIT_S = 600.0  # the engine takes the request after the batch in flight
 MAX_RETRIES = 3  # a piece of work cut by a dropped connection is tried again this often
 
 
@@ -50,6 +53,7 @@ class RebuildWorker:
         self._cond = threading.Condition()
         self._pending: dict[str, None] = {}
         self._apply = False
+        self._batch: int | None = None
         self._running = False
         self._retries = 0
         self._thread = threading.Thread(target=self._loop, name="opswatch-rebuild", daemon=True)
@@ -62,6 +66,8 @@ class RebuildWorker:
         with self._cond:
             self._pending.update(dict.fromkeys(work.services))
             self._apply = self._apply or work.apply
+            if work.batch is not None:
+                self._batch = max(work.batch, self._batch or 0)
             self._cond.notify_all()
 
     @property
@@ -73,9 +79,10 @@ class RebuildWorker:
         with self._cond:
             while not self.stopping.is_set():
                 if (self._pending or self._apply) and not self.held():
-                    work = Work(tuple(self._pending), self._apply)
+                    work = Work(tuple(self._pending), self._apply, self._batch)
                     self._pending.clear()
                     self._apply = False
+                    self._batch = None
                     self._running = True
                     return work
                 self._cond.wait(0.2)  # held() has no event to wait on: look again shortly
@@ -115,7 +122,7 @@ class RebuildWorker:
         else:
             self._retries = 0
         for result in results:
-            self.record(result)
+            self.record(replace(result, batch=result.batch or work.batch))
 
 
 def _keys(work: Work) -> list[str]:
@@ -162,13 +169,13 @@ class RebuildHook:
             log.info("rebuild_queued", services=list(found.services), apply=found.apply)
             for service, reason in found.reasons:
                 log.debug("rebuild_reason", service=service, reason=reason)
-            self.worker.request(Work(found.services, found.apply))
+            self.worker.request(Work(found.services, found.apply, report.batch))
 
 
 def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
     """Wire rebuilds into ``daemon``: a hook after each batch, a worker on its transport."""
     view = ComposeView(daemon.config, daemon.router.targets)
-    deployer = Deployer(view, remote.run)
+    deployer = Deployer(view, remote.run, rollback=rollback_through(daemon, view))
 
     def held() -> bool:
         status = daemon.status()
@@ -176,7 +183,13 @@ def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
 
     def record(result: RebuildResult) -> None:
         daemon.submit(
-            "rebuilt", service=result.service, ok=result.ok, at=result.at, detail=result.detail
+            "rebuilt",
+            service=result.service,
+            ok=result.ok,
+            at=result.at,
+            detail=result.detail,
+            batch=result.batch,
+            rolled_back=result.rolled_back,
         )
         if not result.ok:
             notify_failure(daemon.config, result)
@@ -186,6 +199,30 @@ def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
     daemon.after_batch.append(RebuildHook(view, worker, first_copy=first_copy))
     worker.start()
     return worker
+
+
+def rollback_through(daemon: Daemon, view: ComposeView) -> Rollback:
+    """The deployer's rollback in a daemon: the engine thread puts the files back (it owns
+    the SFTP channel); this worker thread waits for it, then rebuilds."""
+    compose = daemon.config.rebuild.compose_file
+
+    def rollback(batch: int, service: str) -> str:
+        recorder = daemon.recorder
+        record = recorder.history.get(batch) if recorder is not None else None
+        if record is None:
+            raise HistoryError(f"batch {batch} is not in the deploy history")
+        paths = [
+            f.local
+            for f in record.files
+            if f.local == compose or service in view.affected([f.local]).services
+        ]
+        reply = daemon.submit("rollback", batch=batch, paths=paths)
+        try:
+            return str(reply.result(timeout=ROLLBACK_WAIT_S)["to"])
+        except FutureTimeout:
+            raise OpswatchError("the engine did not put the files back in time") from None
+
+    return rollback
 
 
 def notify_failure(config: Config, result: RebuildResult) -> None:

@@ -13,6 +13,7 @@ from opswatch.model import Plan
 from opswatch.paths import StatePaths
 from opswatch.ssh.endpoint import resolve_endpoint
 from opswatch.ssh.remote import SshRemote
+from opswatch.sync.recording import open_recorder
 from opswatch.sync.syncer import PassReport, Syncer
 
 
@@ -21,15 +22,18 @@ def connected_syncer(config: Config, paths: StatePaths) -> Iterator[Syncer]:
     """A connected ``Syncer`` over the config's manifest, closed afterwards."""
     remote = SshRemote(resolve_endpoint(config.remote))
     manifest = Manifest(paths.ensure().manifest)
+    recorder = open_recorder(paths.history, config.history.max_bytes, config.local_root)
     router = Router.from_config(
         config, read_ignore_files(config.local_root, config.watched_folders)
     )
     try:
         remote.connect()
-        yield Syncer(config, remote, manifest, router)
+        yield Syncer(config, remote, manifest, router, recorder)
     finally:
         remote.close()
         manifest.close()
+        if recorder is not None:
+            recorder.history.close()
 
 
 def plan_to_json(plan: Plan) -> dict[str, object]:

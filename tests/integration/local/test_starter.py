@@ -101,6 +101,7 @@ def test_without_options_it_writes_defaults_that_parse(repo: Path) -> None:
     assert config.remote.host == "droplet"
     assert config.remote.root == f"/root/{repo.name}"
     assert config.sync.hold_over == 100 and not config.sync.never
+    assert config.rebuild.on_failure == "rollback"  # acts only where a health URL exists
 
 
 def test_the_repository_root_is_found_from_a_subfolder(repo: Path) -> None:
