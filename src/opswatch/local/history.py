@@ -221,11 +221,12 @@ class History:
             rows = self._db.execute("SELECT sha256, size FROM blob ORDER BY batch DESC").fetchall()
             total, dropped = 0, []
             for sha, size in rows:
-                total += int(size)
-                if total > self.max_bytes:
+                total += size if isinstance(size, int) else 0
+                if total > self.max_bytes or not is_sha256(sha):
                     dropped.append(str(sha))
             for sha in dropped:
-                (self.blobs / sha[:2] / sha).unlink(missing_ok=True)
+                if is_sha256(sha):  # a corrupt row never names a path outside the store
+                    (self.blobs / sha[:2] / sha).unlink(missing_ok=True)
             self._db.executemany("DELETE FROM blob WHERE sha256 = ?", [(s,) for s in dropped])
         if dropped:
             log.info("history_trimmed", blobs=len(dropped), cap_bytes=self.max_bytes)
@@ -247,8 +248,9 @@ class History:
             rows = self._db.execute("SELECT * FROM rolled_back").fetchall()
         found = {}
         for remote, local, sha, batch in rows:
-            if isinstance(remote, str) and isinstance(local, str) and is_sha256(sha):
-                found[remote] = RolledBack(remote, local, sha, int(batch))
+            texts = isinstance(remote, str) and isinstance(local, str)
+            if texts and is_sha256(sha) and isinstance(batch, int):
+                found[remote] = RolledBack(remote, local, sha, batch)
         return found
 
     # -- reading ---------------------------------------------------------------------------
@@ -273,8 +275,8 @@ class History:
                 row = self._db.execute(
                     "SELECT MAX(batch) FROM file WHERE remote = ? AND batch > ?", (remote, batch)
                 ).fetchone()
-                if row and row[0] is not None:
-                    found[remote] = int(row[0])
+                if row and isinstance(row[0], int):
+                    found[remote] = row[0]
         return found
 
     def earlier_change(self, batch: int, remotes: Iterable[str]) -> int | None:
@@ -285,8 +287,8 @@ class History:
                 row = self._db.execute(
                     "SELECT MAX(batch) FROM file WHERE remote = ? AND batch < ?", (remote, batch)
                 ).fetchone()
-                if row and row[0] is not None:
-                    newest = max(int(row[0]), newest or 0)
+                if row and isinstance(row[0], int):
+                    newest = max(row[0], newest or 0)
         return newest
 
     def _batch(self, row: tuple[object, ...]) -> BatchRecord | None:

@@ -118,3 +118,24 @@ def test_rolled_back_marks(tmp_path: Path) -> None:
 )
 def test_git_status_parsing(output: str, expected: GitState) -> None:
     assert parse_status(output) == expected
+
+
+def test_corrupt_bookkeeping_rows_never_raise_nor_reach_outside_the_store(
+    tmp_path: Path,
+) -> None:
+    store = History(tmp_path / "h", 1 << 20)
+    outside = tmp_path / "precious"
+    outside.write_text("keep me")
+    store.close()
+    db = sqlite3.connect(tmp_path / "h" / "history.sqlite")
+    db.execute("INSERT INTO blob VALUES ('../../precious', 'big', 1)")
+    db.execute("INSERT INTO rolled_back VALUES ('/srv/a', 'a', 'nonsense', 'x')")
+    db.execute("INSERT INTO file VALUES ('x', 'a', '/srv/a', NULL, 0, NULL, NULL, NULL, NULL)")
+    db.commit()
+    db.close()
+    store = History(tmp_path / "h", 1 << 20)
+    store.record("batch", 1.0, GIT, [change("b", None, b"y")])  # trims: must not raise
+    assert outside.read_text() == "keep me"
+    assert store.rolled_back() == {}
+    assert store.later_changes(0, ["/srv/a"]) == {}
+    assert store.earlier_change(10, ["/srv/a"]) is None
