@@ -45,7 +45,7 @@ class StatePaths:
 
     @property
     def history(self) -> Path:
-        """The deploy history: ``history.sqlite`` and the bytes of each version (``blobs/``)."""
+        """The deploy history: ``history.sqlite``, records and the bytes of each version."""
         return self.state / "history"
 
     @property

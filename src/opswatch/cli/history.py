@@ -91,14 +91,13 @@ def _stat(store: History, change: FileChange) -> str:
     """``+3 -1`` lines between the kept versions; what is not kept (or not text) is said so."""
     sides = []
     for sha in (change.before, change.after):
-        path = store.blob_path(sha) if sha else None
+        data = store.blob(sha) if sha else b""
+        if data is None:
+            return "(those bytes are no longer kept)"
         try:
-            text = path.read_bytes().decode("utf-8") if path else ""
-        except (OSError, UnicodeDecodeError):
-            return "(binary or unreadable)"
-        if sha and path is None:
-            return "(earlier bytes no longer kept)"
-        sides.append(text.splitlines())
+            sides.append(data.decode("utf-8").splitlines())
+        except UnicodeDecodeError:
+            return "(binary)"
     if change.before is None and not change.created:
         return "(what the server held before is not known)"
     added = removed = 0

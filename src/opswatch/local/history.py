@@ -1,9 +1,11 @@
 """The deploy history: every batch that landed, and the bytes of every version it touched.
 
 A sqlite file records each batch (when, from which commit, each file with its sha256 before and
-after, the rebuilds it caused); a content-addressed folder keeps the bytes of each version, by
-sha256, so that ``opswatch undo`` and a rollback can put an earlier version back. The bytes are
-capped (``history.max_mb``): the blobs of the oldest batches go first, their records stay.
+after, the rebuilds it caused) and keeps the bytes of each version by sha256 (content-addressed:
+a version pushed twice is kept once; in the database, as a file each would cost an inode per
+version, slow to create on a burst), so that ``opswatch undo`` and a rollback can put an earlier
+version back. The bytes are capped (``history.max_mb``): the oldest batches' go first, their
+records stay.
 
 What is read back is parsed into typed records; a row that does not parse is left out (and
 logged), never raised into the daemon. sqlite and filesystem failures become ``HistoryError``.
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -44,8 +45,9 @@ CREATE TABLE IF NOT EXISTS rebuild (
     batch INTEGER NOT NULL, service TEXT NOT NULL, ok INTEGER NOT NULL, at TEXT NOT NULL,
     detail TEXT NOT NULL, rolled_back INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS blob (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL,
-    batch INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS content (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL,
+    batch INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS content_batch ON content (batch);
 CREATE TABLE IF NOT EXISTS rolled_back (remote TEXT PRIMARY KEY, local TEXT NOT NULL,
     local_sha256 TEXT NOT NULL, batch INTEGER NOT NULL);
 """
@@ -105,17 +107,18 @@ def is_sha256(text: object) -> bool:
 
 class History:
     def __init__(self, folder: Path, max_bytes: int) -> None:
-        """``folder`` holds ``history.sqlite`` and ``blobs/``; both are made when missing."""
+        """``folder`` holds ``history.sqlite``; it is made when missing."""
         self.folder = folder
-        self.blobs = folder / "blobs"
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         with self._errors("open"):
-            self.blobs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 str(folder / "history.sqlite"), check_same_thread=False, isolation_level=None
             )
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes on a new file
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # as the manifest: no fsync per commit
             self._db.executescript(SCHEMA)
 
     @contextlib.contextmanager
@@ -129,44 +132,52 @@ class History:
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
 
-    # -- blobs -----------------------------------------------------------------------------
+    # -- blobs ---------------------------------------------------------------------------
 
-    def blob_path(self, sha256: str) -> Path | None:
-        """Where the bytes of ``sha256`` are kept, if they are."""
-        if not is_sha256(sha256):
+    def has_blob(self, sha256: str) -> bool:
+        with self._lock, self._errors("read"):
+            row = self._db.execute("SELECT 1 FROM content WHERE sha256 = ?", (sha256,)).fetchone()
+        return row is not None
+
+    def blob(self, sha256: str) -> bytes | None:
+        """The kept bytes of ``sha256``, if they are kept."""
+        with self._lock, self._errors("read"):
+            row = self._db.execute(
+                "SELECT data FROM content WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        if row is None or not isinstance(row[0], bytes):
             return None
-        path = self.blobs / sha256[:2] / sha256
-        return path if path.is_file() else None
+        return row[0] if hashlib.sha256(row[0]).hexdigest() == sha256 else None
 
     def keep_bytes(self, data: bytes) -> str:
         """Store ``data``; its sha256."""
         sha = hashlib.sha256(data).hexdigest()
-        if self.blob_path(sha) is None:
-            with self._errors("store"):
-                self._write_blob(sha, data)
+        with self._lock, self._errors("store"):
+            self._db.execute(
+                "INSERT OR IGNORE INTO content VALUES (?, ?, 0, ?)", (sha, len(data), data)
+            )
         return sha
 
-    def keep_file(self, path: Path, sha256: str) -> bool:
-        """Store the file at ``path`` if it still holds ``sha256`` (it may have changed since
-        it was sent: then the version that went is not known here, and not kept)."""
-        if self.blob_path(sha256) is not None:
-            return True
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return False
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return False
-        with self._errors("store"):
-            self._write_blob(sha256, data)
-        return True
-
-    def _write_blob(self, sha: str, data: bytes) -> None:
-        target = self.blobs / sha[:2] / sha
-        target.parent.mkdir(mode=0o700, exist_ok=True)
-        temp = target.with_name(f".{sha}.{os.getpid()}.tmp")
-        temp.write_bytes(data)
-        os.replace(temp, target)
+    def keep_files(self, files: Iterable[tuple[Path, str]]) -> None:
+        """Store each file that still holds its sha256 (one may have changed since it was
+        sent: the version that went is then not known here, and not kept). One transaction:
+        a burst's 500 files cost one commit, and no file of their own."""
+        rows = []
+        for path, sha256 in files:
+            if self.has_blob(sha256):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(data).hexdigest() == sha256:
+                rows.append((sha256, len(data), data))
+        if not rows:
+            return
+        with self._lock, self._errors("store"):
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO content VALUES (?, ?, 0, ?)", rows)
+            self._db.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -193,20 +204,13 @@ class History:
                 "INSERT INTO file VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(batch, *_file_row(f)) for f in files],
             )
-            for sha in {s for f in files for s in (f.before, f.after) if s}:
-                self._claim_blob(sha, batch)
+            shas = {s for f in files for s in (f.before, f.after) if s}
+            self._db.executemany(
+                "UPDATE content SET batch = ? WHERE sha256 = ?", [(batch, s) for s in shas]
+            )
             self._db.execute("COMMIT")
         self._enforce_cap()
         return batch
-
-    def _claim_blob(self, sha: str, batch: int) -> None:
-        path = self.blob_path(sha)
-        if path is None:
-            return
-        self._db.execute(
-            "INSERT INTO blob VALUES (?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET batch = ?",
-            (sha, path.stat().st_size, batch, batch),
-        )
 
     def add_rebuild(self, batch: int, entry: RebuildEntry) -> None:
         with self._lock, self._errors("record a rebuild"):
@@ -216,20 +220,20 @@ class History:
             )
 
     def _enforce_cap(self) -> None:
-        """Drop the blobs of the oldest batches until the rest fits ``max_bytes``."""
+        """Drop the bytes of the oldest batches until the rest fits ``max_bytes``."""
         with self._lock, self._errors("trim"):
-            rows = self._db.execute("SELECT sha256, size FROM blob ORDER BY batch DESC").fetchall()
-            total, dropped = 0, []
-            for sha, size in rows:
-                total += size if isinstance(size, int) else 0
-                if total > self.max_bytes or not is_sha256(sha):
-                    dropped.append(str(sha))
-            for sha in dropped:
-                if is_sha256(sha):  # a corrupt row never names a path outside the store
-                    (self.blobs / sha[:2] / sha).unlink(missing_ok=True)
-            self._db.executemany("DELETE FROM blob WHERE sha256 = ?", [(s,) for s in dropped])
-        if dropped:
-            log.info("history_trimmed", blobs=len(dropped), cap_bytes=self.max_bytes)
+            (total,) = self._db.execute("SELECT TOTAL(size) FROM content").fetchone()
+            if total <= self.max_bytes:
+                return
+            rows = self._db.execute("SELECT sha256, size FROM content ORDER BY batch DESC")
+            kept, dropped = 0, []
+            for sha, size in rows.fetchall():
+                kept += size if isinstance(size, int) else 0
+                if kept > self.max_bytes or not isinstance(size, int):
+                    dropped.append((sha,))
+            self._db.executemany("DELETE FROM content WHERE sha256 = ?", dropped)
+            self._db.execute("PRAGMA incremental_vacuum")  # give the freed pages back
+        log.info("history_trimmed", versions=len(dropped), cap_bytes=self.max_bytes)
 
     # -- rolled back -----------------------------------------------------------------------
 

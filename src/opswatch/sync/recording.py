@@ -103,8 +103,7 @@ class Recorder:
         files = [self._change(u.local, u.remote, o.sha256, u, o) for u, o in uploads]
         files += [self._change(r.local, r.remote, None, None, None) for r in removes]
         try:
-            for upload, outcome in uploads:
-                self.history.keep_file(self.root / upload.local, outcome.sha256)
+            self.history.keep_files((self.root / u.local, o.sha256) for u, o in uploads)
             git = self.git(self.root)
             batch = self.history.record(kind, self.wall(), git, files, undoes=undoes)
             self.history.clear_rolled_back(f.remote for f in files)

@@ -1,7 +1,7 @@
 """Putting the server back as it was before a batch: ``opswatch undo`` and a failed health
 check's rollback.
 
-The versions the batch replaced come back from the history's blobs, atomically (the same
+The versions the batch replaced come back from the history's kept bytes, atomically (the same
 temp-and-rename upload as any file); files it created are removed. The undo is a batch of its
 own in the history (so it can be undone), and the local files it leaves differing from the
 server are marked "rolled back": not sent again until edited, or until ``opswatch flush``.
@@ -14,6 +14,7 @@ bytes are not known or no longer kept.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class Undoer:
                 continue
             if change.before is None:
                 problems.append(f"{change.remote}: what the server held before is not known")
-            elif self.history.blob_path(change.before) is None:
+            elif not self.history.has_blob(change.before):
                 problems.append(f"{change.remote}: the earlier version is no longer kept")
         if problems:
             raise UndoRefused("cannot undo: " + "; ".join(problems))
@@ -130,8 +131,9 @@ class Undoer:
         now = self.wall()
         mtime_ns = int(now) * 1_000_000_000  # whole seconds: what SFTP carries back in a stat
         restore = [f for f in files if not f.created]
-        jobs = [self._job(f, mtime_ns) for f in restore]
-        outcomes = self.remote.upload_many(jobs) if jobs else []
+        with tempfile.TemporaryDirectory(dir=self.history.folder) as staging:
+            jobs = [self._job(f, Path(staging), mtime_ns) for f in restore]
+            outcomes = self.remote.upload_many(jobs) if jobs else []
         failed = [f"{o.job.remote}: {o.error or o.refused}" for o in outcomes if not o.ok]
         landed = {o.job.remote: o for o in outcomes if o.ok}
         restored = [f for f in restore if f.remote in landed]
@@ -160,10 +162,15 @@ class Undoer:
             tuple(dict.fromkeys(f.local for f in done)),
         )
 
-    def _job(self, change: FileChange, mtime_ns: int) -> UploadJob:
-        blob = self.history.blob_path(change.before or "")
-        assert blob is not None  # _check_known saw it
-        return UploadJob(blob, change.remote, change.mode_before or DEFAULT_MODE, mtime_ns)
+    def _job(self, change: FileChange, staging: Path, mtime_ns: int) -> UploadJob:
+        """The kept version as a file to upload (uploads read from a file, as for any push)."""
+        sha = change.before or ""
+        data = self.history.blob(sha)
+        if data is None:
+            raise UndoRefused(f"{change.remote}: the earlier version is no longer kept")
+        source = staging / sha
+        source.write_bytes(data)
+        return UploadJob(source, change.remote, change.mode_before or DEFAULT_MODE, mtime_ns)
 
     def _pushed(self, change: FileChange, size: int, mtime_ns: int) -> Pushed:
         mode = change.mode_before or DEFAULT_MODE

@@ -254,3 +254,20 @@ def test_sync_force_keeps_the_server_copy_so_undo_brings_it_back(seeded: Seeded)
     assert entry["before"] == sha(b"# changed on the server\n")
     assert opswatch(config, "undo").exit_code == 0
     assert remote.read_text() == "# changed on the server\n"
+
+
+def test_flush_sends_a_rolled_back_file_again(
+    seeded: Seeded, start_daemon: StartDaemon, served: Callable[[Daemon, Path], None]
+) -> None:
+    repo, remote_root = seeded.repo, seeded.remote_root
+    config = seeded.write()
+    daemon = start_daemon(config, presync=True)
+    served(daemon, config)
+    (repo / "docs/ops/runbooks/deploy.md").write_text("# v2\n")
+    wait_until(lambda: daemon.status().uploaded == 1)
+    assert opswatch(config, "undo").exit_code == 0
+    assert (remote_root / "docs/ops/runbooks/deploy.md").read_text() != "# v2\n"
+    done = opswatch(config, "flush")
+    assert done.exit_code == 0, done.output
+    assert (remote_root / "docs/ops/runbooks/deploy.md").read_text() == "# v2\n"
+    assert daemon.status().to_json()["rolled_back"] == []
