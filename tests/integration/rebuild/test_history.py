@@ -271,3 +271,25 @@ def test_flush_sends_a_rolled_back_file_again(
     assert done.exit_code == 0, done.output
     assert (remote_root / "docs/ops/runbooks/deploy.md").read_text() == "# v2\n"
     assert daemon.status().to_json()["rolled_back"] == []
+
+
+def test_one_shot_undo_rebuilds_what_it_put_back(seeded: Seeded, docker: DockerStub) -> None:
+    repo, remote_root = seeded.repo, seeded.remote_root
+    config = seeded.write(rebuild=rebuild_table())
+    docker.install(watch=remote_root / DOCKERFILE)
+    assert opswatch(config, "sync").exit_code == 0
+    dockerfile = repo / DOCKERFILE
+    old = dockerfile.read_text()
+    dockerfile.write_text(old + "# edit 1\n")
+    assert opswatch(config, "sync").exit_code == 0
+    assert docker.calls() == []  # a one-shot sync deploys nothing by itself
+    done = opswatch(config, "undo")
+    assert done.exit_code == 0, done.output
+    assert (remote_root / DOCKERFILE).read_text() == old
+    assert [(c.args, c.seen) for c in docker.calls()] == [
+        (f"compose build {GATEWAY}", old.splitlines()[-1]),
+        (f"compose up -d {GATEWAY}", old.splitlines()[-1]),
+    ]
+    listed = opswatch(config, "history", "-n", "1")
+    assert listed.exit_code == 0 and len(listed.output.splitlines()) == 1
+    assert "undo" in listed.output and f"rebuilds: {GATEWAY} ok" in listed.output
