@@ -10,7 +10,8 @@ from datetime import datetime
 import click
 
 from opswatch.cli.app import App, echo_json, expected_errors, pass_app
-from opswatch.local.history import BatchRecord, FileChange, History, batch_to_json
+from opswatch.local.history import History
+from opswatch.local.history_records import BatchRecord, FileChange, batch_to_json
 
 
 def open_history(app: App) -> History:

@@ -18,7 +18,8 @@ import click
 from opswatch.cli.app import App, expected_errors, pass_app
 from opswatch.config import Config
 from opswatch.errors import NotRunningError
-from opswatch.local.history import History, RebuildEntry
+from opswatch.local.history import History
+from opswatch.local.history_records import RebuildEntry
 from opswatch.paths import StatePaths
 
 POLL_S = 0.2

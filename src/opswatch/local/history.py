@@ -18,14 +18,24 @@ import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
 from opswatch.errors import HistoryError
 from opswatch.local.gitstate import GitState
+from opswatch.local.history_records import (
+    KINDS,
+    BatchRecord,
+    FileChange,
+    RebuildEntry,
+    RolledBack,
+    file_row,
+    is_sha256,
+    parse_file,
+    parse_rebuild,
+    text_or_none,
+)
 
 log = structlog.get_logger("opswatch.history")
 
@@ -51,58 +61,6 @@ CREATE INDEX IF NOT EXISTS content_batch ON content (batch);
 CREATE TABLE IF NOT EXISTS rolled_back (remote TEXT PRIMARY KEY, local TEXT NOT NULL,
     local_sha256 TEXT NOT NULL, batch INTEGER NOT NULL);
 """
-KINDS = ("batch", "reconcile", "sync", "undo", "rollback")
-HEX = frozenset("0123456789abcdef")
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """One remote path a batch changed; ``after`` None: removed. ``before`` None and not
-    ``created``: what the server held before is not known (a first copy)."""
-
-    local: str
-    remote: str
-    before: str | None
-    created: bool
-    mode_before: int | None
-    after: str | None
-    mode_after: int | None
-    size_after: int | None = None
-
-
-@dataclass(frozen=True)
-class RebuildEntry:
-    service: str
-    ok: bool
-    at: str
-    detail: str
-    rolled_back: bool = False
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    id: int
-    at: float
-    kind: str
-    git: GitState
-    files: tuple[FileChange, ...] = ()
-    rebuilds: tuple[RebuildEntry, ...] = ()
-    undoes: int | None = None
-
-
-@dataclass(frozen=True)
-class RolledBack:
-    """A local file whose server copy an undo or rollback put back: not pending while its
-    content stays ``local_sha256``."""
-
-    remote: str
-    local: str
-    local_sha256: str
-    batch: int
-
-
-def is_sha256(text: object) -> bool:
-    return isinstance(text, str) and len(text) == 64 and set(text) <= HEX
 
 
 class History:
@@ -202,7 +160,7 @@ class History:
             batch = int(cursor.lastrowid or 0)
             self._db.executemany(
                 "INSERT INTO file VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(batch, *_file_row(f)) for f in files],
+                [(batch, *file_row(f)) for f in files],
             )
             shas = {s for f in files for s in (f.before, f.after) if s}
             self._db.executemany(
@@ -300,7 +258,9 @@ class History:
             id_, at, kind, commit, branch, dirty, undoes = row
             if not (isinstance(id_, int) and isinstance(at, int | float) and kind in KINDS):
                 raise ValueError("a batch needs an id, a time and a known kind")
-            git = GitState(_text(commit), _text(branch), None if dirty is None else bool(dirty))
+            git = GitState(
+                text_or_none(commit), text_or_none(branch), None if dirty is None else bool(dirty)
+            )
             with self._lock:
                 files = self._db.execute("SELECT * FROM file WHERE batch = ?", (id_,)).fetchall()
                 builds = self._db.execute(
@@ -311,88 +271,10 @@ class History:
                 float(at),
                 str(kind),
                 git,
-                tuple(_file(r) for r in files),
-                tuple(_rebuild(r) for r in builds),
+                tuple(parse_file(r) for r in files),
+                tuple(parse_rebuild(r) for r in builds),
                 undoes if isinstance(undoes, int) else None,
             )
         except (ValueError, TypeError, sqlite3.Error) as exc:
             log.warning("history_entry_unreadable", row=repr(row)[:200], error=repr(exc))
             return None
-
-
-def _file_row(f: FileChange) -> tuple[object, ...]:
-    before = (f.local, f.remote, f.before, f.created, f.mode_before)
-    return (*before, f.after, f.mode_after, f.size_after)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _sha(value: object) -> str | None:
-    if value is None:
-        return None
-    if not is_sha256(value):
-        raise ValueError(f"not a sha256: {value!r}")
-    return str(value)
-
-
-def _int(value: object) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int):
-        raise TypeError(f"not an integer: {value!r}")
-    return value
-
-
-def _file(row: tuple[object, ...]) -> FileChange:
-    _batch, local, remote, before, created, mode_before, after, mode_after, size = row
-    if not isinstance(local, str) or not isinstance(remote, str):
-        raise TypeError("file paths must be text")
-    return FileChange(
-        local, remote, _sha(before), bool(created), _int(mode_before), _sha(after),
-        _int(mode_after), _int(size),
-    )  # fmt: skip
-
-
-def _rebuild(row: tuple[object, ...]) -> RebuildEntry:
-    _batch, service, ok, at, detail, rolled_back = row
-    if not all(isinstance(v, str) for v in (service, at, detail)):
-        raise TypeError("rebuild fields must be text")
-    return RebuildEntry(str(service), bool(ok), str(at), str(detail), bool(rolled_back))
-
-
-def batch_to_json(batch: BatchRecord) -> dict[str, object]:
-    """One batch as ``opswatch history --json`` prints it."""
-    return {
-        "id": batch.id,
-        "at": datetime.fromtimestamp(batch.at, UTC).isoformat(timespec="seconds"),
-        "kind": batch.kind,
-        "commit": batch.git.commit,
-        "branch": batch.git.branch,
-        "dirty": batch.git.dirty,
-        "undoes": batch.undoes,
-        "files": [
-            {
-                "path": f.local,
-                "remote": f.remote,
-                "before": f.before,
-                "created": f.created,
-                "mode_before": f.mode_before,
-                "after": f.after,
-                "mode_after": f.mode_after,
-                "bytes": f.size_after,
-            }
-            for f in batch.files
-        ],
-        "rebuilds": [
-            {
-                "service": r.service,
-                "ok": r.ok,
-                "at": r.at,
-                "detail": r.detail,
-                "rolled_back": r.rolled_back,
-            }
-            for r in batch.rebuilds
-        ],
-    }

@@ -18,7 +18,8 @@ import structlog
 
 from opswatch.errors import HistoryError
 from opswatch.local.gitstate import GitState, git_state
-from opswatch.local.history import FileChange, History, RebuildEntry, RolledBack
+from opswatch.local.history import History
+from opswatch.local.history_records import FileChange, RebuildEntry, RolledBack
 from opswatch.model import Pushed, RebuildResult, RemoteFile, Remove, Upload
 from opswatch.ssh.remote import UploadOutcome
 

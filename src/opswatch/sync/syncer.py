@@ -21,7 +21,7 @@ from opswatch.core.rules import Router, Verdict
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.errors import RemoteFileError
 from opswatch.local.content import file_sha256
-from opswatch.local.history import RolledBack
+from opswatch.local.history_records import RolledBack
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import LocalIndex, local_file, scan
 from opswatch.model import Action, Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload

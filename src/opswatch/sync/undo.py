@@ -25,7 +25,8 @@ import structlog
 from opswatch.errors import OpswatchError
 from opswatch.local.content import file_sha256
 from opswatch.local.gitstate import GitState, git_state
-from opswatch.local.history import BatchRecord, FileChange, History, RolledBack
+from opswatch.local.history import History
+from opswatch.local.history_records import BatchRecord, FileChange, RolledBack
 from opswatch.local.manifest import Manifest
 from opswatch.model import Pushed
 from opswatch.ssh.remote import Remote, UploadJob

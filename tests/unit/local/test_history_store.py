@@ -10,7 +10,8 @@ import pytest
 
 from opswatch.errors import HistoryError
 from opswatch.local.gitstate import GitState, parse_status
-from opswatch.local.history import FileChange, History, RebuildEntry, RolledBack
+from opswatch.local.history import History
+from opswatch.local.history_records import FileChange, RebuildEntry, RolledBack
 from opswatch.sync.recording import open_recorder
 
 GIT = GitState("a" * 40, "main", False)
