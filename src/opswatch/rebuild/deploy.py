@@ -169,7 +169,7 @@ class Deployer:
         for service in work.services:
             results.append(self._service(service, work.batch))
         if work.apply:
-            results.append(self._apply(checked={r.service for r in results}))
+            results.append(self._apply({r.service for r in results}, work.batch))
         return results
 
     def _service(self, service: str, batch: int | None = None) -> RebuildResult:
@@ -210,17 +210,39 @@ class Deployer:
         detail = f"{rolled} ({state}){_said(again)}"
         return replace(self.result(service, False, detail), rolled_back=True)
 
-    def _apply(self, checked: set[str]) -> RebuildResult:
+    def _apply(self, checked: set[str], batch: int | None = None) -> RebuildResult:
         failure = self._step(APPLY, "apply", self.view.command(self.rebuild.apply))
         if failure is not None:
             return self.result(APPLY, False, failure)
-        ok, details = True, "check, apply: ok"
+        failed, details = self._check_others(checked)
+        if failed is None:
+            return self.result(APPLY, True, "check, apply: ok" + details)
+        if self.rebuild.on_failure != "rollback" or batch is None or self.rollback is None:
+            return self.result(APPLY, False, "check, apply: ok" + details)
+        # The compose file of the batch goes back; `check` passed for it when it landed.
+        said = f"health failed ({failed.said})"
+        try:
+            where = self.rollback(batch, APPLY)
+        except OpswatchError as exc:
+            return self.result(APPLY, False, f"{said}; not rolled back: {exc}")
+        rolled = f"{said}, rolled back to {where}"
+        failure = self._step(APPLY, "apply", self.view.command(self.rebuild.apply))
+        if failure is not None:
+            return replace(self.result(APPLY, False, f"{rolled}; {failure}"), rolled_back=True)
+        again, details = self._check_others(checked)
+        state = "healthy" if again is None else f"still failing: {again.said}"
+        return replace(self.result(APPLY, False, f"{rolled} ({state}){details}"), rolled_back=True)
+
+    def _check_others(self, checked: set[str]) -> tuple[HealthAnswer | None, str]:
+        """Every service with a health URL not checked yet: the first failure, and all said."""
+        failed, details = None, ""
         for service in self.view.health:
             if service not in checked:
                 answer = self._health(service)
-                healthy, detail = answer is None or answer.ok, _said(answer)
-                ok, details = ok and healthy, details + detail
-        return self.result(APPLY, ok, details)
+                details += _said(answer)
+                if answer is not None and not answer.ok and failed is None:
+                    failed = answer
+        return failed, details
 
     def _step(self, service: str, step: str, command: str) -> str | None:
         """Run one command; None when it succeeded, else what failed with its last lines."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from test_rebuild import (
+    COMPOSE,
     DOCKERFILE,
     GATEWAY,
     DockerStub,
@@ -147,3 +148,31 @@ def test_a_failed_build_rolls_nothing_back(
     assert (result.ok, result.rolled_back) == (False, False)
     assert result.detail.startswith("build failed (exit 1)")
     assert BROKEN in remote.read_text()
+
+
+def test_a_compose_change_that_fails_health_is_rolled_back_and_applied_again(
+    seeded: Seeded,
+    start_daemon: StartDaemon,
+    docker: DockerStub,
+    health_of: Callable[..., str],
+) -> None:
+    remote = seeded.remote_root / "ops/docker-compose.production.yml"
+    service = {"name": "demo", "health": health_of(remote)}
+    table = rebuild_table(service=[service], health_timeout_s=1, on_failure="rollback")
+    config = seeded.write(rebuild=table)
+    docker.install(watch=remote)
+    daemon = start_daemon(config, presync=True)
+    local = seeded.repo / COMPOSE
+    old = local.read_text()
+    local.write_text(old + BROKEN + "\n")
+    wait_until(lambda: daemon.status().rebuilds, 60)
+    wait_until(lambda: rebuild_hook(daemon).worker.idle)
+    (result,) = daemon.status().rebuilds
+    assert remote.read_text() == old
+    assert (result.service, result.ok, result.rolled_back) == ("*", False, True)
+    assert result.detail.startswith("health failed (HTTP 502), rolled back to batch 1 (healthy)")
+    assert [(c.args, c.seen) for c in docker.calls()] == [
+        ("compose config -q", BROKEN),
+        ("compose up -d", BROKEN),
+        ("compose up -d", old.splitlines()[-1]),
+    ]
