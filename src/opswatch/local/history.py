@@ -39,6 +39,8 @@ from opswatch.local.history_records import (
 
 log = structlog.get_logger("opswatch.history")
 
+STORE_CHUNK = 16 * 1024 * 1024  # bytes read before they are written to the database
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batch (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
@@ -118,18 +120,33 @@ class History:
 
     def keep_files(self, files: Iterable[tuple[Path, str]]) -> None:
         """Store each file that still holds its sha256 (one may have changed since it was
-        sent: the version that went is then not known here, and not kept). One transaction:
-        a burst's 500 files cost one commit, and no file of their own."""
-        rows = []
+        sent: the version that went is then not known here, and not kept). Few commits: a
+        burst's 500 files cost one, and no file of their own; a first copy of a big tree is
+        written in pieces of ``STORE_CHUNK`` bytes, never all held at once."""
+        rows: list[tuple[str, int, bytes]] = []
+        held = 0
         for path, sha256 in files:
-            if self.has_blob(sha256):
-                continue
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            if hashlib.sha256(data).hexdigest() == sha256:
+            data = self._readable(path, sha256)
+            if data is not None:
                 rows.append((sha256, len(data), data))
+                held += len(data)
+            if held >= STORE_CHUNK:
+                self._insert(rows)
+                rows, held = [], 0
+        self._insert(rows)
+
+    def _readable(self, path: Path, sha256: str) -> bytes | None:
+        """The bytes to keep for ``sha256`` at ``path``; None when kept already, too big for
+        the cap, unreadable or changed."""
+        try:
+            if self.has_blob(sha256) or path.stat().st_size > self.max_bytes:
+                return None
+            data = path.read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+    def _insert(self, rows: list[tuple[str, int, bytes]]) -> None:
         if not rows:
             return
         with self._lock, self._errors("store"):

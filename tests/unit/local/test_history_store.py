@@ -135,3 +135,20 @@ def test_corrupt_bookkeeping_rows_never_raise(tmp_path: Path) -> None:
     assert store.rolled_back() == {}
     assert store.later_changes(0, ["/srv/a"]) == {}
     assert store.earlier_change(10, ["/srv/a"]) is None
+
+
+def test_files_are_kept_in_pieces_and_one_bigger_than_the_cap_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("opswatch.local.history.STORE_CHUNK", 100)
+    store = History(tmp_path / "h", 1000)
+    files = []
+    for n in range(5):
+        path = tmp_path / f"f{n}"
+        path.write_bytes(bytes([n]) * 60)
+        files.append((path, sha(path.read_bytes())))
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 1001)
+    store.keep_files([*files, (big, sha(big.read_bytes()))])
+    assert all(store.blob(digest) is not None for _, digest in files)
+    assert store.blob(sha(big.read_bytes())) is None
