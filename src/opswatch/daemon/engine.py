@@ -391,7 +391,7 @@ class Daemon:
             self._error = f"{path}: refused: {reason}"
         if report.uploaded or report.removed or kind == "reconcile":
             self._last_sync = self.wall()
-        if report.batch is not None or report.unchanged:
+        if report.batch is not None:
             self._note_history()
         for hook in self.after_batch:
             hook(report)
@@ -482,7 +482,6 @@ class Daemon:
         with self._syncing():
             done = undoer.undo(batch, force=force)
         self._after(PassReport(landed=list(done.locals), batch=done.batch), "undo")
-        self._note_history()
         return {
             "undone": done.undone,
             "batch": done.batch,

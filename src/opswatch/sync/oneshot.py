@@ -51,6 +51,7 @@ def report_to_json(report: PassReport) -> dict[str, object]:
     return {
         "uploaded": [o.job.remote for o in report.uploaded],
         "removed": report.removed,
+        "unchanged": report.unchanged,  # same bytes as last pushed: stat refreshed, not sent
         "failed": report.failed,
         "refused": report.refused,
         "conflicts": [c.remote for c in report.conflicts],
