@@ -40,7 +40,8 @@ def undo(app: App, batch: int | None, force: bool) -> None:
     except NotRunningError:
         result, rebuilds = run_undo(config, app.paths, batch, force)
     else:
-        expected = _expected_rebuilds(config, result["locals"])
+        # The daemon's own config decides whether it rebuilds (it may predate an edit of ours).
+        expected = _expected_rebuilds(config, result["locals"]) if result.get("rebuilds") else 0
         rebuilds = _wait_rebuilds(config, app.paths, int(result["batch"]), expected)
     click.echo(
         f"batch {result['undone']} undone as batch {result['batch']}: "
@@ -53,8 +54,6 @@ def undo(app: App, batch: int | None, force: bool) -> None:
 
 
 def _expected_rebuilds(config: Config, paths: list[str]) -> int:
-    if config.rebuild.mode != "auto":
-        return 0
     from opswatch.core.rules import Router
     from opswatch.rebuild.deploy import ComposeView
 

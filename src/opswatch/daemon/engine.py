@@ -488,6 +488,7 @@ class Daemon:
             "restored": list(done.restored),
             "removed": list(done.removed),
             "locals": list(done.locals),
+            "rebuilds": bool(self.after_batch),  # whether this daemon rebuilds at all
         }
 
     def _request_rollback(self, batch: object, paths: object) -> dict[str, Any]:
