@@ -21,6 +21,7 @@ from test_rebuild import (
     DockerStub,
     Seeded,
     docker,  # noqa: F401
+    health_server,  # noqa: F401
     rebuild_table,
     seeded,  # noqa: F401
     settled,
@@ -98,10 +99,12 @@ def test_batches_are_recorded_undone_and_undone_again(
     start_daemon: StartDaemon,
     docker: DockerStub,
     served: Callable[[Daemon, Path], None],
+    health_server: Callable[..., str],
 ) -> None:
     repo, remote_root = seeded.repo, seeded.remote_root
     commit = commit_all(repo)
-    config = seeded.write(rebuild=rebuild_table())
+    service = {"name": GATEWAY, "health": health_server([200])}
+    config = seeded.write(rebuild=rebuild_table(service=[service]))
     docker.install(watch=remote_root / DOCKERFILE)
     daemon = start_daemon(config, presync=True)
     served(daemon, config)
@@ -122,7 +125,8 @@ def test_batches_are_recorded_undone_and_undone_again(
 
     done = opswatch(config, "undo")
     assert done.exit_code == 0, done.output
-    assert f"batch {newest['id']} undone" in done.output and f"{GATEWAY}: ok" in done.output
+    assert f"batch {newest['id']} undone" in done.output
+    assert f"{GATEWAY}: ok: build, up: ok; health: " in done.output  # checked, as any batch
     remote = remote_root / DOCKERFILE
     assert remote.read_bytes() == old and remote.stat().st_mode & 0o777 == 0o644
     assert not (remote_root / NEW_RUNBOOK).exists()
