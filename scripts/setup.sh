@@ -1,5 +1,6 @@
 # Shared set-up for the README's two commands (tests/run.sh, scripts/demo.sh): installs what is
-# missing on this machine (OpenSSH's server and client, Python's venv module), then creates the
+# missing on this machine (OpenSSH's server and client, Python's venv module; for the tests also
+# BusyBox and, where the distribution has it, Dropbear: servers the tests run), then creates the
 # project's own virtual environment .venv, installs the package into it and sets $PY.
 #
 # Nothing is installed into the system's or the user's Python: everything Python goes into .venv.
@@ -19,11 +20,29 @@ missing_system_packages() {
     elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
         echo python3-venv
     fi
+    if [ "${EXTRAS:-}" = test ]; then
+        have busybox || echo busybox
+    fi
+}
+
+# Dropbear is tested where the distribution offers it; a machine without it skips that test.
+optional_system_packages() {
+    if [ "${EXTRAS:-}" = test ] && ! have dropbear && have apt-cache &&
+        apt-cache policy dropbear-bin 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        echo dropbear-bin
+    fi
 }
 
 install_system_packages() {
-    local packages
+    local packages optional=""
     packages=$(missing_system_packages | tr '\n' ' ')
+    packages=${packages% }
+    if [ "$(id -u)" = 0 ] && have apt-get; then
+        # apt-cache knows Dropbear only once the package lists exist: read them first if needed.
+        [ -z "$packages" ] || apt-get update -qq
+        optional=$(optional_system_packages)
+    fi
+    packages="${packages:+$packages }$optional"
     packages=${packages% }
     [ -n "$packages" ] || return 0
     if [ "$(id -u)" != 0 ] || ! have apt-get; then
@@ -31,7 +50,6 @@ install_system_packages() {
         exit 1
     fi
     say "installing $packages"
-    apt-get update -qq
     # shellcheck disable=SC2086  # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $packages >/dev/null
 }

@@ -100,7 +100,8 @@ def remote_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_sshd(tmp_path: Path) -> Iterator[MakeSshd]:
-    """Start a private sshd: `make_sshd(path_prepend=…, extra_config=…, sftp_command=…)`."""
+    """Start a private sshd: `make_sshd(path_prepend=…, extra_config=…, sftp_command=…,
+    sftp_subsystem=False)`."""
     _require_sshd()
     servers: list[LocalSshd] = []
 
@@ -109,6 +110,7 @@ def make_sshd(tmp_path: Path) -> Iterator[MakeSshd]:
         path_prepend: Sequence[Path] = (),
         extra_config: Sequence[str] = (),
         sftp_command: str | None = None,
+        sftp_subsystem: bool = True,
     ) -> LocalSshd:
         workdir = tmp_path / f"sshd-{len(servers)}"
         server = LocalSshd(
@@ -116,6 +118,7 @@ def make_sshd(tmp_path: Path) -> Iterator[MakeSshd]:
             path_prepend=path_prepend,
             extra_config=extra_config,
             sftp_command=sftp_command,
+            sftp_subsystem=sftp_subsystem,
         )
         servers.append(server)
         server.start()

@@ -16,6 +16,7 @@ from typing import Any, Self
 from helpers import wait_until
 from opswatch.config import load_config
 from opswatch.daemon.engine import Daemon
+from opswatch.daemon.requests import parse_request
 from opswatch.demo.sshd import LocalSshd
 from opswatch.model import Status
 from opswatch.paths import state_paths
@@ -80,7 +81,7 @@ class EngineThread:
 
     def request(self, name: str, timeout: float = 30, **args: Any) -> dict[str, Any]:
         """A control request through the engine: answered only if the engine is not stuck."""
-        return self.daemon.submit(name, **args).result(timeout=timeout)
+        return self.daemon.submit(parse_request(name, args)).result(timeout=timeout)
 
     def start(self) -> Self:
         self._thread.start()

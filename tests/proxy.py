@@ -55,7 +55,6 @@ class TcpProxy:
         self._budget: int | None = None  # client→server bytes left before stalling
         self._closed = False
         self.faults: list[str] = []  # what was injected, in order
-        self.forwarded_up = 0  # client→server bytes
         self._thread = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
 
     # -- control ---------------------------------------------------------------------------
@@ -63,11 +62,6 @@ class TcpProxy:
     @property
     def stalled(self) -> bool:
         return not self._flowing.is_set()
-
-    @property
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._pairs)
 
     def stall(self) -> None:
         self.faults.append("stall")
@@ -168,7 +162,6 @@ class TcpProxy:
     def _spend(self, data: bytes, sink: socket.socket) -> bytes:
         """Forward what the stall budget allows now; the rest waits for `resume()`."""
         with self._lock:
-            self.forwarded_up += len(data)
             if self._budget is None:
                 return data
             allowed = min(len(data), self._budget)

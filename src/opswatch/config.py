@@ -1,7 +1,8 @@
 """The config file: TOML in, frozen dataclasses out, every problem reported at once.
 
 ``parse_config`` is pure (a mapping and the file it came from); ``load_config`` only reads the file.
-Unknown keys are errors: a typo in ``never`` must not silently let a secret through.
+Unknown keys are errors: a typo in ``never`` must not silently let a secret through. The keys a
+table accepts are the fields of the dataclass it is read into (``*_KEYS``), nothing listed apart.
 """
 
 from __future__ import annotations
@@ -9,16 +10,16 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import platformdirs
 
 from opswatch.errors import ConfigError
+from opswatch.model import SERVICE_NAME_RULE, valid_service_name
 
 CONFIG_ENV = "OPSWATCH_CONFIG"
-SERVICE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,23 @@ class Config:
         return tuple(kept)
 
 
+def _keys(cls: type, **toml_names: str | None) -> frozenset[str]:
+    """The TOML keys of a dataclass's fields: the field's name unless ``toml_names`` gives one
+    (None: a field no key sets)."""
+    names = (toml_names.get(f.name, f.name) for f in fields(cls))
+    return frozenset(name for name in names if name is not None)
+
+
+TOP_KEYS = _keys(Config, source=None, local_root="local", rules="rule")
+LOCAL_KEYS = frozenset({"root"})  # local.root: Config.local_root
+REMOTE_KEYS = _keys(RemoteConfig)
+SYNC_KEYS = _keys(SyncConfig)
+RULE_KEYS = _keys(Rule, source="from")
+REBUILD_KEYS = _keys(RebuildConfig, services="service")
+SERVICE_KEYS = _keys(ServiceConfig)
+HISTORY_KEYS = _keys(HistoryConfig)
+
+
 def _is_within(path: str, folder: str) -> bool:
     return folder == "" or path == folder or path.startswith(folder + "/")
 
@@ -115,9 +133,10 @@ class _Reader:
         self.problems = problems
 
     def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.source.name}: {key}: {message}")
+        # A key of the document itself arrives as ".notify": it has no table before the dot.
+        self.problems.append(f"{self.source.name}: {key.removeprefix('.')}: {message}")
 
-    def table(self, doc: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str, Any]:
+    def table(self, doc: Mapping[str, Any], key: str, allowed: frozenset[str]) -> Mapping[str, Any]:
         value = doc.get(key, {})
         if not isinstance(value, Mapping):
             self.problem(key, f"expected a table, got {_show(value)}")
@@ -125,7 +144,7 @@ class _Reader:
         self.unknown(value, key, allowed)
         return value
 
-    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: frozenset[str]) -> None:
         for name in table:
             if name not in allowed:
                 hint = f" (known: {', '.join(sorted(allowed))})"
@@ -200,8 +219,7 @@ def _expand(path: str, base: Path) -> Path:
 
 
 def _parse_remote(reader: _Reader, doc: Mapping[str, Any], base: Path) -> RemoteConfig:
-    allowed = {"host", "user", "port", "root", "ssh_config", "known_hosts", "identity_file"}
-    table = reader.table(doc, "remote", allowed)
+    table = reader.table(doc, "remote", REMOTE_KEYS)
     host = reader.string(table, "remote", "host")
     if host is None and "host" not in table:
         reader.problem("remote.host", "required (an ~/.ssh/config alias or a host name)")
@@ -233,16 +251,7 @@ def _parse_remote(reader: _Reader, doc: Mapping[str, Any], base: Path) -> Remote
 
 
 def _parse_sync(reader: _Reader, doc: Mapping[str, Any]) -> SyncConfig:
-    allowed = {
-        "debounce_ms",
-        "max_delay_ms",
-        "delete",
-        "hold_over",
-        "ignore",
-        "never",
-        "reconcile_interval_s",
-    }
-    table = reader.table(doc, "sync", allowed)
+    table = reader.table(doc, "sync", SYNC_KEYS)
     defaults = SyncConfig()
     sync = SyncConfig(
         debounce_ms=reader.integer(table, "sync", "debounce_ms", defaults.debounce_ms),
@@ -278,7 +287,7 @@ def _parse_rules(reader: _Reader, doc: Mapping[str, Any]) -> tuple[Rule, ...]:
     rules = []
     for index, table in enumerate(raw):
         prefix = f"rule[{index}]"
-        reader.unknown(table, prefix, {"from", "match", "to"})
+        reader.unknown(table, prefix, RULE_KEYS)
         source = reader.string(table, prefix, "from")
         if source is None and "from" not in table:
             reader.problem(f"{prefix}.from", "required (a local folder relative to local.root)")
@@ -294,17 +303,15 @@ def _parse_rules(reader: _Reader, doc: Mapping[str, Any]) -> tuple[Rule, ...]:
 
 
 def _parse_service(reader: _Reader, table: Mapping[str, Any], prefix: str) -> ServiceConfig | None:
-    reader.unknown(table, prefix, {"name", "when", "health"})
+    reader.unknown(table, prefix, SERVICE_KEYS)
     name = reader.string(table, prefix, "name")
     if name is None:
         if "name" not in table:
             reader.problem(f"{prefix}.name", "required (the compose service name)")
         return None
-    if not set(name) <= SERVICE_NAME_CHARS or not name[0].isalnum():
-        reader.problem(
-            f"{prefix}.name",
-            f'"{name}" is not a compose service name (lowercase letters, digits, "-", "_")',
-        )
+    if not valid_service_name(name):
+        rule = f"is not a compose service name ({SERVICE_NAME_RULE})"
+        reader.problem(f"{prefix}.name", f'"{name}" {rule}')
         return None
     health = reader.string(table, prefix, "health")
     if health is not None and not health.startswith(("http://", "https://")):
@@ -314,20 +321,7 @@ def _parse_service(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Se
 
 
 def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
-    allowed = {
-        "mode",
-        "compose_dir",
-        "compose_file",
-        "build",
-        "up",
-        "apply",
-        "check",
-        "timeout_s",
-        "health_timeout_s",
-        "on_failure",
-        "service",
-    }
-    table = reader.table(doc, "rebuild", allowed)
+    table = reader.table(doc, "rebuild", REBUILD_KEYS)
     defaults = RebuildConfig()
     mode = reader.string(table, "rebuild", "mode") or defaults.mode
     if mode not in ("off", "auto"):
@@ -368,7 +362,7 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
 
 
 def _parse_history(reader: _Reader, doc: Mapping[str, Any]) -> HistoryConfig:
-    table = reader.table(doc, "history", {"max_mb"})
+    table = reader.table(doc, "history", HISTORY_KEYS)
     return HistoryConfig(max_mb=reader.integer(table, "history", "max_mb", HistoryConfig.max_mb))
 
 
@@ -376,8 +370,8 @@ def parse_config(doc: Mapping[str, Any], source: Path) -> Config:
     """Validate a parsed TOML document; raise ``ConfigError`` listing every problem found."""
     problems: list[str] = []
     reader = _Reader(source, problems)
-    reader.unknown(doc, "", {"local", "remote", "sync", "rule", "rebuild", "history", "notify"})
-    local = reader.table(doc, "local", {"root"})
+    reader.unknown(doc, "", TOP_KEYS)
+    local = reader.table(doc, "local", LOCAL_KEYS)
     base = source.parent
     root_text = reader.string(local, "local", "root")
     local_root = _expand(root_text, base) if root_text else base

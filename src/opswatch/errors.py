@@ -5,6 +5,7 @@
     ├── ConfigError               exit 2: the config file is unreadable or invalid
     ├── NotRunningError           exit 3: no daemon answers on the control socket
     ├── AlreadyRunningError       another daemon holds this config's state folder
+    ├── StateError                exit 2: the state folder, or a file in it, can't be written
     ├── LocalFileError            a local file could not be read (vanished, permissions)
     ├── HistoryError              the deploy history could not be read or written
     └── RemoteError               anything between us and the server
@@ -14,10 +15,13 @@
         │   ├── UnknownHostKeyError
         │   └── ChangedHostKeyError
         ├── RemoteFileError       one remote file operation failed (permission, full disk)
+        │   └── RemoteFileMissing the file or folder is not there (for a remove: done)
         └── RemoteCommandError    a remote command failed or timed out
 
-Third-party exceptions (paramiko, socket, sqlite) are translated into these at the adapter that
-calls the library, with ``raise … from exc``; nothing above the adapters sees a paramiko type.
+Third-party exceptions are translated into these at one boundary per adapter, from one table,
+with ``raise … from exc``: paramiko, socket and SFTP errors in ``ssh/failures.py``, sqlite's in
+``local/manifest.py``. Nothing above the adapters sees a third-party type, and code branches on
+these types, never on their message text.
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ class NotRunningError(OpswatchError):
 
 class AlreadyRunningError(OpswatchError):
     pass
+
+
+class StateError(OpswatchError):
+    """The state folder, or a file in it (manifest, lock), can't be created, opened or written."""
+
+    exit_code = 2
 
 
 class LocalFileError(OpswatchError):
@@ -92,6 +102,13 @@ class RemoteFileError(RemoteError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class RemoteFileMissing(RemoteFileError):
+    """The remote file or folder does not exist: removing it is done, a stat of it is None."""
+
+    def __init__(self, path: str, reason: str = "no such file or folder") -> None:
+        super().__init__(path, reason)
 
 
 class RemoteCommandError(RemoteError):

@@ -3,7 +3,31 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import overload
+
+# A compose service name, the one rule for the compose file, [[rebuild.service]] and the command
+# line: the compose specification's pattern, and no leading "-" on top of it because the name
+# becomes a command-line argument of `docker compose`.
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9._][a-zA-Z0-9._-]*")
+SERVICE_NAME_RULE = 'letters, digits, ".", "_" and "-", not starting with "-"'
+
+
+def valid_service_name(name: object) -> bool:
+    return isinstance(name, str) and SERVICE_NAME.fullmatch(name) is not None
+
+
+@overload
+def iso_time(timestamp: float) -> str: ...
+@overload
+def iso_time(timestamp: None) -> None: ...
+def iso_time(timestamp: float | None) -> str | None:
+    """A wall-clock time as status and rebuild results show it: ISO 8601, UTC, whole seconds."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 class ChangeKind(enum.Enum):
@@ -166,9 +190,14 @@ class Status:
     rebuilds: tuple[RebuildResult, ...] = ()
     conflicts: tuple[str, ...] = ()
     held_paths: tuple[str, ...] = ()
+    held_reason: str | None = None
+    build_gaps: tuple[dict[str, object], ...] = ()  # sources a build needs the server lacks
+    reconciles: int = 0  # since start
+    last_reconcile: str | None = None
+    last_batch: dict[str, object] | None = None  # the deploy history's newest: id, at, commit
+    rolled_back: tuple[str, ...] = ()  # local files an undo left differing from the server
     pid: int = 0
     config: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def pending(self) -> int:
@@ -201,7 +230,12 @@ class Status:
             "conflicts": list(self.conflicts),
             "held": len(self.held_paths),
             "held_paths": list(self.held_paths),
+            "held_reason": self.held_reason,
+            "build_gaps": list(self.build_gaps),
+            "reconciles": self.reconciles,
+            "last_reconcile": self.last_reconcile,
+            "last_batch": self.last_batch,
+            "rolled_back": list(self.rolled_back),
             "pid": self.pid,
             "config": self.config,
-            **self.extra,
         }

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from opswatch.errors import StateError
+
 STATE_ENV = "OPSWATCH_STATE_DIR"
 
 
@@ -40,10 +42,6 @@ class StatePaths:
         return self.runtime / "daemon.lock"
 
     @property
-    def log_file(self) -> Path:
-        return self.state / "opswatch.log"
-
-    @property
     def history(self) -> Path:
         """The deploy history: ``history.sqlite``, records and the bytes of each version."""
         return self.state / "history"
@@ -53,10 +51,22 @@ class StatePaths:
         return self.state / "conflicts"
 
     def ensure(self) -> StatePaths:
+        """Create both folders (private) or say in one line why they can't be used."""
         for folder in (self.state, self.runtime):
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(folder, 0o700)
+            try:
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(folder, 0o700)
+            except OSError as exc:
+                raise _unusable(folder, exc.strerror or str(exc)) from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise _unusable(folder, "not writable")
         return self
+
+
+def _unusable(folder: Path, reason: str) -> StateError:
+    return StateError(
+        f"cannot use the state folder {folder}: {reason}; set {STATE_ENV} to a folder you can write"
+    )
 
 
 def config_key(config_path: Path) -> str:

@@ -129,4 +129,8 @@ def test_the_example_config_parses_and_routes_the_seed_layout() -> None:
     example = Path(__file__).parents[2] / "config" / "opswatch.example.toml"
     config = load_config(example)
     assert config.remote.root == "/root/portfolio"
-    assert [rule.to for rule in config.rules] == [("ops",), ("docs/ops",)]
+    assert [rule.to for rule in config.rules] == [
+        ("ops",),
+        ("docs/ops",),
+        ("integrations/mcp/servers/coda/src",),
+    ]

@@ -1,6 +1,6 @@
 """What every command shares: the ``App`` context, error mapping, JSON output.
 
-Commands live next to the code they drive and register themselves in ``cli.py``.
+Each command group is a module of this package; ``cli/main.py`` registers them.
 """
 
 from __future__ import annotations

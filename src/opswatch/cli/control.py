@@ -15,6 +15,7 @@ import click
 
 from opswatch.cli.app import App, echo_json, expected_errors, pass_app
 from opswatch.daemon.control import ControlClient
+from opswatch.daemon.pause import MAX_PAUSE_S
 from opswatch.paths import state_paths
 
 SHOW_PATHS = 5
@@ -34,6 +35,8 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"{text!r} is not a duration (like 30s, 10m, 2h or 1h30m)")
     if seconds <= 0:
         raise ValueError(f"{text!r}: a pause must last longer than 0 s")
+    if seconds > MAX_PAUSE_S:
+        raise ValueError(f"{text!r}: a pause lasts at most a year (365d)")
     return seconds
 
 
@@ -126,6 +129,9 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     if status.get("conflicts"):
         conflicts = status["conflicts"]
         lines.append(f"conflicts:   {_paths(conflicts, len(conflicts))} (`opswatch sync --force`)")
+    for gap in status.get("build_gaps", []):
+        source = f"{gap.get('instruction', 'COPY')} {gap.get('source')}"
+        lines.append(f"build gap:   {gap.get('service')}: {source}: {gap.get('reason', '')}")
     lines += _history_lines(status, now)
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""The ``init`` and ``verify`` commands: the prompting and printing around init.py, verify.py."""
+"""``init`` and ``verify``: the prompting and printing around local/starter and sync/verify."""
 
 from __future__ import annotations
 
@@ -79,6 +79,13 @@ def _summarize(target: Path, layout: Layout) -> None:
         click.echo(f"  {ops}: {' '.join(layout.compose_files)}  → ops/")
     picked = dockerfile_patterns(layout.dockerfiles) + [f + "/" for f in layout.folders]
     click.echo(f"  {ops}: {' '.join(picked)}  → {ops}")
+    for rule in layout.sources.rules:
+        shown = " ".join(rule.match) if rule.match else ""
+        click.echo(f"  {rule.source}/ {shown}".rstrip() + f"  → {rule.to}/  (build sources)")
+        for why in rule.why:
+            click.echo(f"      for {why}")
+    for note in layout.sources.notes:
+        click.echo(f"  no rule: {note}")
     if layout.refused:
         click.echo(f"  stays here (never): {' '.join(layout.refused)}")
     if layout.services:
@@ -99,21 +106,17 @@ def verify(app: App, paths: tuple[str, ...], as_json: bool) -> None:
 
     With PATHs (files or folders, relative to the current folder), only the files under them.
     Exit 0 when every file matches, 1 when one differs, is missing on the server, or a PATH
-    names nothing the rules select.
+    names nothing the rules select; without PATHs, also when a build would miss a source its
+    Dockerfile copies.
     """
     from opswatch.core.selection import parse_selection
-    from opswatch.ssh.endpoint import resolve_endpoint
-    from opswatch.ssh.remote import SshRemote
+    from opswatch.ssh.remote import connected_remote
     from opswatch.sync.verify import verify as check
 
     config = app.config
     only = parse_selection(paths, Path.cwd(), config.local_root)
-    remote = SshRemote(resolve_endpoint(config.remote))
-    remote.connect()
-    try:
+    with connected_remote(config.remote) as remote:
         report = check(config, remote, show_progress=not as_json, only=only)
-    finally:
-        remote.close()
     if as_json:
         echo_json(report.to_json())
     else:
@@ -133,11 +136,16 @@ def _print_report(report: VerifyReport) -> None:
         click.echo(f"warning: {path}: cannot read: {reason}", err=True)
     for path in report.unselected:
         click.echo(f"error: {path}: no rule selects it", err=True)
+    for gap in report.build_gaps:
+        click.echo(f"GAP      {gap.message}")
     matching = report.checked - len(rows)
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:
         how += f", {report.read_over_sftp} read over SFTP"
+    if report.no_remote_hash:
+        how += f": {report.no_remote_hash}"
     click.echo(
         f"{report.checked} checked: {matching} match, {len(report.differ)} differ, "
         f"{len(report.missing)} missing ({how})"
+        + (f"; {len(report.build_gaps)} build sources missing" if report.build_gaps else "")
     )

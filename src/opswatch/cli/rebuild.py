@@ -17,17 +17,18 @@ from opswatch.model import RebuildResult
 
 
 def run_rebuild(config: Config, services: tuple[str, ...]) -> list[RebuildResult]:
-    from opswatch.core.compose import valid_service_name
     from opswatch.core.rules import Router
     from opswatch.errors import LocalFileError, UsageError
+    from opswatch.local.builds import SourceCheck
+    from opswatch.model import SERVICE_NAME_RULE, valid_service_name
     from opswatch.rebuild.deploy import ComposeView, Deployer, Work, unknown_services
-    from opswatch.ssh.endpoint import resolve_endpoint
-    from opswatch.ssh.remote import SshRemote
+    from opswatch.ssh.remote import connected_remote
 
     bad = [s for s in services if not valid_service_name(s)]
     if bad:
-        raise UsageError(f"{bad[0]!r} is not a compose service name")
-    view = ComposeView(config, Router.from_config(config).targets)
+        raise UsageError(f"{bad[0]!r} is not a compose service name ({SERVICE_NAME_RULE})")
+    router = Router.from_config(config)
+    view = ComposeView(config, router.targets)
     try:
         unknown = unknown_services(view.project(), services)
     except LocalFileError:
@@ -35,12 +36,10 @@ def run_rebuild(config: Config, services: tuple[str, ...]) -> list[RebuildResult
     if unknown:
         source = config.rebuild.compose_file or "rebuild.service"
         raise UsageError(f"{unknown[0]!r} is not a service of {source}")
-    remote = SshRemote(resolve_endpoint(config.remote))
-    remote.connect()
-    try:
-        return Deployer(view, remote.run).deploy(Work(tuple(dict.fromkeys(services))))
-    finally:
-        remote.close()
+    with connected_remote(config.remote) as remote:
+        check = SourceCheck(config, router, remote.stat_many)
+        deployer = Deployer(view, remote.run, preflight=check.before_build)
+        return deployer.deploy(Work(tuple(dict.fromkeys(services))))
 
 
 @click.command()

@@ -8,12 +8,20 @@ from collections.abc import Iterator
 import click
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildGap
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.local.scan import LocalIndex
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
-from opswatch.sync.oneshot import connected_syncer, plan_to_json, report_to_json
+from opswatch.sync.oneshot import (
+    build_gaps,
+    connected_syncer,
+    plan_to_json,
+    report_to_json,
+    when_problems,
+)
 from opswatch.sync.progress import progress_bar
+from opswatch.sync.syncer import PassReport
 
 
 def print_plan(plan: Plan) -> None:
@@ -54,35 +62,53 @@ def run_sync(
                     click.echo(f"saved the server's {conflict.remote} as {copy}", err=True)
             plan, _index = syncer.plan_reconcile(force=True, only=only)
         if dry_run:
-            if as_json:
-                click.echo(json.dumps(plan_to_json(plan), indent=2))
-            else:
-                print_plan(plan)
+            for problem in when_problems(config):
+                click.echo(f"warning: {problem}", err=True)
+            show_plan(plan, build_gaps(syncer), as_json=as_json)
             return 1 if unselected else 0
         total = len(plan.actions)
         with progress_bar("syncing", total, enabled=not as_json) as advance:
             report = syncer.execute(plan, progress=advance, kind="sync")
+        gaps = build_gaps(syncer)
     if as_json:
-        click.echo(json.dumps(report_to_json(report), indent=2))
+        shown = {**report_to_json(report), "build_gaps": [g.to_json() for g in gaps]}
+        click.echo(json.dumps(shown, indent=2))
     else:
-        click.echo(
-            f"{len(report.uploaded)} uploaded, {len(report.removed)} removed, "
-            f"{len(report.failed) + len(report.refused)} failed, "
-            f"{len(report.conflicts)} conflicts"
-        )
-        for path, reason in {**report.failed, **report.refused}.items():
-            click.echo(f"error: {path}: {reason}", err=True)
-        for skip in plan.skipped:
-            if skip.reason.startswith("symlink"):  # a link out of the tree: say it was not read
-                click.echo(f"refused: {skip.local}: {skip.reason}", err=True)
-        for conflict in report.conflicts:
-            click.echo(
-                f"error: {conflict.remote} changed on the server; not overwritten "
-                "(opswatch sync --force overwrites it)",
-                err=True,
-            )
+        print_report(plan, report, gaps)
     failed = report.failed or report.refused or report.conflicts or unselected
     return 1 if failed else 0
+
+
+def show_plan(plan: Plan, gaps: list[BuildGap], *, as_json: bool) -> None:
+    """The dry run: what would go, and the sources a build would still miss after it."""
+    if as_json:
+        shown = {**plan_to_json(plan), "build_gaps": [g.to_json() for g in gaps]}
+        click.echo(json.dumps(shown, indent=2))
+        return
+    print_plan(plan)
+    for gap in gaps:
+        click.echo(f"gap       {gap.message}")
+
+
+def print_report(plan: Plan, report: PassReport, gaps: list[BuildGap]) -> None:
+    for gap in gaps:
+        click.echo(f"warning: {gap.message}", err=True)
+    click.echo(
+        f"{len(report.uploaded)} uploaded, {len(report.removed)} removed, "
+        f"{len(report.failed) + len(report.refused)} failed, "
+        f"{len(report.conflicts)} conflicts"
+    )
+    for path, reason in {**report.failed, **report.refused}.items():
+        click.echo(f"error: {path}: {reason}", err=True)
+    for skip in plan.skipped:
+        if skip.reason.startswith("symlink"):  # a link out of the tree: say it was not read
+            click.echo(f"refused: {skip.local}: {skip.reason}", err=True)
+    for conflict in report.conflicts:
+        click.echo(
+            f"error: {conflict.remote} changed on the server; not overwritten "
+            "(opswatch sync --force overwrites it)",
+            err=True,
+        )
 
 
 def _looked_at(plan: Plan, index: LocalIndex) -> Iterator[str]:

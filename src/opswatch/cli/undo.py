@@ -85,30 +85,31 @@ def run_undo(
 ) -> tuple[dict[str, Any], list[RebuildEntry]]:
     """The one-shot undo: files back over a connection of its own, then the rebuilds."""
     from opswatch.core.rules import Router
+    from opswatch.local.builds import SourceCheck
     from opswatch.local.manifest import Manifest
     from opswatch.rebuild.deploy import ComposeView, Deployer, Work
-    from opswatch.ssh.endpoint import resolve_endpoint
-    from opswatch.ssh.remote import SshRemote
+    from opswatch.ssh.remote import connected_remote
     from opswatch.sync.undo import Undoer
 
     paths = paths.ensure()
     history = History(paths.history, config.history.max_bytes)
     manifest = Manifest(paths.manifest)
-    remote = SshRemote(resolve_endpoint(config.remote))
     entries: list[RebuildEntry] = []
     try:
-        remote.connect()
-        done = Undoer(history, remote, manifest, config.local_root).undo(batch, force=force)
-        if config.rebuild.mode == "auto":
-            view = ComposeView(config, Router.from_config(config).targets)
-            found = view.affected(done.locals)
-            work = Work(found.services, found.apply, done.batch)
-            for result in Deployer(view, remote.run).deploy(work) if work else []:
-                entry = RebuildEntry(result.service, result.ok, result.at, result.detail)
-                history.add_rebuild(done.batch, entry)
-                entries.append(entry)
+        with connected_remote(config.remote) as remote:
+            done = Undoer(history, remote, manifest, config.local_root).undo(batch, force=force)
+            if config.rebuild.mode == "auto":
+                router = Router.from_config(config)
+                view = ComposeView(config, router.targets)
+                found = view.affected(done.locals)
+                work = Work(found.services, found.apply, done.batch)
+                check = SourceCheck(config, router, remote.stat_many)
+                deployer = Deployer(view, remote.run, preflight=check.before_build)
+                for result in deployer.deploy(work) if work else []:
+                    entry = RebuildEntry(result.service, result.ok, result.at, result.detail)
+                    history.add_rebuild(done.batch, entry)
+                    entries.append(entry)
     finally:
-        remote.close()
         manifest.close()
         history.close()
     summary = {

@@ -8,6 +8,8 @@ service is affected by a changed file when
 * the file lies under its build context and that context is a folder of its own (not the
   compose folder, ``remote.root/compose_dir`` or one of their ancestors: the seed's
   ``context: ..`` holds the whole repository, and every edit would rebuild every service),
+* the file's remote path is one its Dockerfile ``COPY``/``ADD``s from the context (``needs``,
+  from ``core.builds``: exact, whatever the context, ``..`` included),
 * the file's local path matches one of the service's ``when`` patterns. These are
   gitignore-style (pathspec ``GitIgnoreSpec``), relative to ``local.root``, like every other
   pattern in the config: ``src/**`` is everything below ``src``, a pattern without a slash
@@ -19,25 +21,19 @@ A changed compose file means ``apply`` (``docker compose up -d``: compose recrea
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pathspec
 import yaml
 
+from opswatch.core.dockerfile import CopySource
 from opswatch.errors import LocalFileError
+from opswatch.model import valid_service_name
 
-# The compose specification's pattern for service names; a leading "-" is refused on top of it
-# because the name becomes a command-line argument of `docker compose`.
-SERVICE_NAME = re.compile(r"[a-zA-Z0-9._][a-zA-Z0-9._-]*")
 APPLY = "*"  # the key under which an `apply` (the whole project) is reported
 DEFAULT_DOCKERFILE = "Dockerfile"
-
-
-def valid_service_name(name: object) -> bool:
-    return isinstance(name, str) and SERVICE_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -78,6 +74,14 @@ class Affected:
 
     def __bool__(self) -> bool:
         return bool(self.services) or self.apply
+
+
+class CopiedSources(Protocol):
+    """A service's build sources (``core.builds.BuildNeeds``)."""
+
+    @property
+    def service(self) -> str: ...
+    def copied_by(self, remote_path: str) -> CopySource | None: ...
 
 
 def load_compose(text: str, source: str) -> Mapping[str, Any]:
@@ -174,6 +178,7 @@ def affected(
     compose_dir: str,
     compose_local: str | None = None,
     when: Mapping[str, Sequence[str]] | None = None,
+    needs: Iterable[CopiedSources] = (),
 ) -> Affected:
     """The services ``changed`` affects, and whether the compose file itself changed."""
     changed = list(changed)
@@ -188,6 +193,12 @@ def affected(
             inside = sorted(r for r in remotes if _within(r, build.context) and r != build.context)
             if inside:
                 reasons.setdefault(build.service, f"{inside[0]} in its build context changed")
+    for need in needs:
+        for remote in sorted(remotes):
+            source = need.copied_by(remote)
+            if source is not None:
+                reasons.setdefault(need.service, f"{remote} changed ({source.label})")
+                break
     problems = list(project.problems)
     for service, patterns in (when or {}).items():
         if service not in project.services:

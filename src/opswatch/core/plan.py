@@ -11,8 +11,6 @@ from collections.abc import Iterable, Mapping
 from opswatch.core.rules import Router, Verdict
 from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Remove, Skip, Upload
 
-UNKNOWN = object()  # the remote side was not looked at
-
 
 def plan(
     paths: Iterable[str],

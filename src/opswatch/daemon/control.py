@@ -1,21 +1,23 @@
-"""The control channel: a Unix socket speaking JSON lines, its server, its client, the daemon lock.
+"""The control channel: a Unix socket speaking JSON lines, its server and its client.
 
 One request per connection: the client sends ``{"v": 1, "cmd": "…", "args": {…}}`` and a newline,
 the server answers ``{"v": 1, "ok": true, "result": {…}}`` (or ``"ok": false`` with ``error`` and
-``exit``) and closes. ``status`` is answered on the server's thread from the daemon's snapshot, so
-it answers even while the engine is busy with a long batch; every other command goes through
-``daemon.submit`` and the engine thread. Only the daemon's own uid may talk to it: the socket
-folder is 0700 and each peer's uid is checked (SO_PEERCRED / LOCAL_PEERCRED).
+``exit``) and closes. The request is parsed into a typed one (``daemon.requests``) right here, at
+the socket: anything that does not parse (bad JSON, an unknown command or argument, a wrong type,
+an absurd duration, a line over ``MAX_REQUEST`` bytes) gets an error reply and never reaches the
+engine. ``status`` is answered on the server's thread from the daemon's snapshot, so it answers
+even while the engine is busy with a long batch; every other command goes through
+``daemon.submit`` and the engine thread.
 
-The daemon holds an ``flock`` on the lock file while it runs. The kernel drops it when the
-process dies, even by ``kill -9``, so a socket left behind is known to be stale without probing it.
+Only the daemon's own uid may talk to it: the socket folder is 0700 and each peer's uid is checked
+(SO_PEERCRED / LOCAL_PEERCRED). At most ``MAX_CONNECTIONS`` are served at once, and each must send
+its request within ``REQUEST_DEADLINE_S``: a flood of connections costs a refusal each, not a
+thread each.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import select
@@ -23,6 +25,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -30,17 +33,22 @@ from typing import Any, Protocol
 
 import structlog
 
-from opswatch.errors import AlreadyRunningError, NotRunningError, OpswatchError, UsageError
+from opswatch.daemon.guard import describe
+from opswatch.daemon.requests import ControlRequest, StatusQuery, parse_request
+from opswatch.errors import NotRunningError, OpswatchError, UsageError
 from opswatch.model import Status
 from opswatch.paths import StatePaths
 
 log = structlog.get_logger("opswatch.control")
 
 PROTOCOL_VERSION = 1
-MAX_LINE = 64 * 1024
+MAX_REQUEST = 64 * 1024
+MAX_REPLY = 64 * 1024 * 1024  # a status with every path of a big tree pending
+REQUEST_DEADLINE_S = 10.0
+MAX_CONNECTIONS = 16
+ENVELOPE = frozenset({"v", "cmd", "args"})
 # sun_path is 108 bytes on Linux and 104 on macOS and the BSDs, both counting the final NUL.
 MAX_SOCKET_PATH = 107 if sys.platform.startswith("linux") else 103
-ENGINE_COMMANDS = frozenset({"pause", "resume", "flush", "reconnect", "undo"})
 
 
 class Controllable(Protocol):
@@ -49,50 +57,7 @@ class Controllable(Protocol):
     stopping: threading.Event
 
     def status(self) -> Status: ...
-    def submit(self, name: str, **args: Any) -> Future[dict[str, Any]]: ...
-
-
-# -- the lock ----------------------------------------------------------------------------------
-
-
-class DaemonLock:
-    """An exclusive ``flock`` on ``path`` holding the owner's pid; gone when the process ends."""
-
-    def __init__(self, path: Path, config: Path | str) -> None:
-        self.path = path
-        self.config = config
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise AlreadyRunningError(
-                f"opswatch is already running for {self.config} (pid {owner})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, 0)
-        os.close(self._fd)  # closing drops the flock; the file stays, so no unlink race
-        self._fd = None
-
-    def __enter__(self) -> DaemonLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.release()
+    def submit(self, request: ControlRequest) -> Future[dict[str, object]]: ...
 
 
 # -- socket helpers ----------------------------------------------------------------------------
@@ -118,16 +83,28 @@ def peer_uid(conn: socket.socket) -> int | None:
     return None
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while b"\n" not in data:
-        chunk = conn.recv(4096)
+def _read_line(conn: socket.socket, limit: int, deadline: float | None = None) -> bytes:
+    """One line, without its newline: ``ValueError`` past ``limit`` bytes, ``TimeoutError``
+    past ``deadline`` (monotonic), however slowly the bytes trickle in."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete request in time")
+            conn.settimeout(left)
+        chunk = conn.recv(65536)
         if not chunk:
             break
-        data += chunk
-        if len(data) > MAX_LINE:
-            raise ValueError("request too long")
-    return data.split(b"\n", 1)[0]
+        head, newline, _rest = chunk.partition(b"\n")
+        chunks.append(head)
+        size += len(head)
+        if size > limit:
+            raise ValueError(f"longer than {limit} bytes")
+        if newline:
+            break
+    return b"".join(chunks)
 
 
 def _send_line(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -138,7 +115,8 @@ def _send_line(conn: socket.socket, message: dict[str, Any]) -> None:
 
 
 class ControlServer:
-    """Listens on ``paths.socket`` on its own thread; one short-lived thread per connection."""
+    """Listens on ``paths.socket`` on its own thread; one short-lived thread per connection, at
+    most ``MAX_CONNECTIONS`` at once."""
 
     def __init__(
         self, daemon: Controllable, paths: StatePaths, *, allowed_uid: int | None = None
@@ -151,6 +129,7 @@ class ControlServer:
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
         self._inode: int | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
         """Bind (the caller holds the daemon lock, so any socket file here is stale) and serve."""
@@ -165,7 +144,7 @@ class ControlServer:
             listener.bind(str(self.path))
         finally:
             os.umask(old_umask)
-        listener.listen(16)
+        listener.listen(MAX_CONNECTIONS * 4)
         self._listener = listener
         self._inode = self.path.stat().st_ino
         self._thread = threading.Thread(target=self._serve, name="opswatch-control", daemon=True)
@@ -196,53 +175,58 @@ class ControlServer:
                 conn, _addr = self._listener.accept()
             except OSError:
                 continue
+            if not self._slots.acquire(blocking=False):
+                _refuse_busy(conn)
+                continue
             threading.Thread(
                 target=self._serve_one, args=(conn,), name="opswatch-control-conn", daemon=True
             ).start()
 
     def _serve_one(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(10)
-            try:
-                # Read the request even from a stranger: closing with unread data would reset
-                # the connection before our answer arrives.
-                line = _read_line(conn)
-                uid = peer_uid(conn)
-                if uid is not None and uid != self.allowed_uid:
-                    log.warning("control_refused", uid=uid)
-                    reply = _failure(f"uid {uid} may not control this opswatch", 1)
-                else:
-                    reply = self.answer(json.loads(line))
-            except (OSError, ValueError) as exc:
-                reply = _failure(f"bad request: {exc}", 2)
-            with contextlib.suppress(OSError):
-                _send_line(conn, reply)
-
-    def answer(self, request: Any) -> dict[str, Any]:
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            return _failure("bad request: expected an object with a `cmd`", 2)
-        if request.get("v") != PROTOCOL_VERSION:
-            return _failure(
-                f"control protocol version {request.get('v')!r} not understood (the running "
-                f"daemon speaks {PROTOCOL_VERSION}); restart opswatch after an upgrade",
-                2,
-            )
-        cmd = request["cmd"]
-        args = request.get("args") or {}
-        if cmd == "status":
-            return {"v": PROTOCOL_VERSION, "ok": True, "result": self.daemon.status().to_json()}
-        if cmd not in ENGINE_COMMANDS or not isinstance(args, dict):
-            return _failure(f"unknown command {cmd!r}", 2)
-        log.info("control_request", cmd=cmd)
         try:
-            result = self._wait(self.daemon.submit(cmd, **args))
+            with conn:
+                reply = self._reply_to(conn)
+                with contextlib.suppress(OSError):
+                    conn.settimeout(REQUEST_DEADLINE_S)
+                    _send_line(conn, reply)
+        finally:
+            self._slots.release()
+
+    def _reply_to(self, conn: socket.socket) -> dict[str, Any]:
+        try:
+            # Read the request even from a stranger: closing with unread data would reset
+            # the connection before our answer arrives.
+            line = _read_line(conn, MAX_REQUEST, time.monotonic() + REQUEST_DEADLINE_S)
+            uid = peer_uid(conn)
+            if uid is not None and uid != self.allowed_uid:
+                log.warning("control_refused", uid=uid)
+                return _failure(f"uid {uid} may not control this opswatch", 1)
+            return self.answer(json.loads(line))
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            log.warning("control_bad_request", error=reason[:200])
+            return _failure(f"bad request: {reason}", 2)
+        except Exception as exc:  # the guard of one control request on the server's side
+            log.error("internal_error", unit="request", error=describe(exc), exc_info=exc)
+            return _failure(f"internal error: {describe(exc)} (traceback in the log)", 1)
+
+    def answer(self, message: object) -> dict[str, Any]:
+        """The reply to one decoded request."""
+        try:
+            request = _parse_envelope(message)
+        except UsageError as exc:
+            log.warning("control_bad_request", error=str(exc)[:200])
+            return _failure(str(exc), exc.exit_code)
+        if isinstance(request, StatusQuery):
+            return {"v": PROTOCOL_VERSION, "ok": True, "result": self.daemon.status().to_json()}
+        log.info("control_request", cmd=request.command)
+        try:
+            result = self._wait(self.daemon.submit(request))
         except OpswatchError as exc:
             return _failure(str(exc), exc.exit_code)
-        except TypeError as exc:  # arguments the handler does not take
-            return _failure(f"bad arguments for {cmd}: {exc}", 2)
         return {"v": PROTOCOL_VERSION, "ok": True, "result": result}
 
-    def _wait(self, future: Future[dict[str, Any]]) -> dict[str, Any]:
+    def _wait(self, future: Future[dict[str, object]]) -> dict[str, object]:
         # No deadline: a flush of a big batch takes as long as it takes. Only a stopping daemon,
         # which will never get to the request, ends the wait early.
         while True:
@@ -255,8 +239,30 @@ class ControlServer:
                     ) from None
 
 
+def _parse_envelope(message: object) -> ControlRequest:
+    if not isinstance(message, dict):
+        raise UsageError("bad request: expected a JSON object")
+    unknown = sorted(repr(key)[:40] for key in message if key not in ENVELOPE)
+    if unknown:
+        raise UsageError(f"bad request: unknown field(s) {', '.join(unknown[:5])}")
+    version = message.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise UsageError(
+            f"control protocol version {repr(version)[:40]} not understood (the running daemon "
+            f"speaks {PROTOCOL_VERSION}); restart opswatch after an upgrade"
+        )
+    return parse_request(message.get("cmd"), message.get("args", {}))
+
+
 def _failure(message: str, exit_code: int) -> dict[str, Any]:
     return {"v": PROTOCOL_VERSION, "ok": False, "error": message, "exit": exit_code}
+
+
+def _refuse_busy(conn: socket.socket) -> None:
+    """Answer without reading or waiting: the accept loop must never block on a client."""
+    with conn, contextlib.suppress(OSError):
+        conn.setblocking(False)
+        _send_line(conn, _failure("busy: too many control connections at once; try again", 1))
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -282,9 +288,11 @@ class ControlClient:
             conn.settimeout(timeout)
             try:
                 _send_line(conn, {"v": PROTOCOL_VERSION, "cmd": cmd, "args": args})
-                line = _read_line(conn)
+                line = _read_line(conn, MAX_REPLY)
             except TimeoutError:
                 raise OpswatchError(f"opswatch did not answer `{cmd}` in {timeout:g} s") from None
+            except ValueError as exc:
+                raise OpswatchError(f"opswatch's answer to `{cmd}` is {exc}") from None
             except OSError as exc:
                 raise OpswatchError(f"control connection failed: {exc}") from exc
         return _unpack(line, cmd, not_running)

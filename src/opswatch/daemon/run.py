@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 
 from opswatch.config import Config
 from opswatch.daemon import sdnotify
-from opswatch.daemon.control import ControlServer, DaemonLock
+from opswatch.daemon.control import ControlServer
 from opswatch.daemon.engine import Daemon
+from opswatch.daemon.lock import DaemonLock
 from opswatch.daemon.notify import DesktopNotifier, Listener, StatusMonitor, service_status, summary
+from opswatch.errors import StateError
 from opswatch.paths import StatePaths
 from opswatch.ssh.agent import agent_problem
 from opswatch.ssh.endpoint import resolve_endpoint
 from opswatch.ssh.remote import SshRemote
+
+if TYPE_CHECKING:
+    from opswatch.core.builds import BuildGap
 
 log = structlog.get_logger("opswatch.run")
 
@@ -32,19 +39,35 @@ log = structlog.get_logger("opswatch.run")
 def build_daemon(config: Config, paths: StatePaths) -> Daemon:
     remote = SshRemote(resolve_endpoint(config.remote))
     daemon = Daemon(config, paths.ensure(), remote)
-    if config.rebuild.mode == "auto":
-        from opswatch.rebuild.worker import attach_rebuilds
+    if config.rebuild.compose_file is not None:
+        from opswatch.rebuild.sources import BuildGapWatch
 
+        def publish(gaps: Sequence[BuildGap]) -> None:
+            daemon.build_gaps = tuple(gap.to_json() for gap in gaps)
+
+        daemon.after_batch.append(BuildGapWatch(config, daemon.router, remote.stat_many, publish))
+    if config.rebuild.mode == "auto":
+        from opswatch.core.builds import unwatched_when
+        from opswatch.daemon.rebuilds import attach_rebuilds  # loads the compose parser
+
+        when = [(s.name, s.when) for s in config.rebuild.services]
+        for problem in unwatched_when(when, config.watched_folders):
+            log.warning("rebuild_when_unwatched", detail=problem)
         attach_rebuilds(daemon, remote)
     return daemon
 
 
 def run_daemon(config: Config, paths: StatePaths) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0). Whatever fails before the engine runs is an
+    ``OpswatchError``: one ``error:`` line, never a traceback."""
     paths = paths.ensure()
     with DaemonLock(paths.lock_file, config.source):
         daemon = build_daemon(config, paths)
         server = ControlServer(daemon, paths)
-        server.start()
+        try:
+            server.start()
+        except OSError as exc:
+            raise StateError(f"cannot listen on {paths.socket}: {exc.strerror or exc}") from None
         try:
             return _serve(daemon, config)
         finally:

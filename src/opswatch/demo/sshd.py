@@ -127,6 +127,7 @@ class LocalSshd:
         path_prepend: Sequence[Path] = (),
         extra_config: Sequence[str] = (),
         sftp_command: str | None = None,
+        sftp_subsystem: bool = True,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +147,7 @@ class LocalSshd:
         # runs through the user's shell, e.g. a script around `find_sftp_server()` that injects
         # server-side failures. Read at every start(), so a change takes effect on restart().
         self.sftp_command = sftp_command
+        self.sftp_subsystem = sftp_subsystem  # False: no Subsystem line, as some servers ship
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._write_files()
@@ -207,13 +209,14 @@ class LocalSshd:
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
-            f"Subsystem sftp {self.sftp_command or 'internal-sftp'}",
             "MaxStartups 256",
             "MaxSessions 256",
             "PrintMotd no",
             "PrintLastLog no",
             "LogLevel VERBOSE",
         ]
+        if self.sftp_subsystem:
+            lines.append(f"Subsystem sftp {self.sftp_command or 'internal-sftp'}")
         if openssh_version(sshd) >= (9, 8):
             # Tests provoke failed logins and dropped connections on purpose; since 9.8 sshd
             # would answer them by refusing 127.0.0.1 for a while.

@@ -11,13 +11,15 @@ import fnmatch
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from opswatch.config import Rule
 from opswatch.core.rules import BUILTIN_IGNORE, BUILTIN_NEVER, Router
 from opswatch.errors import OpswatchError, UsageError
+from opswatch.local.buildrules import SourcePlan, propose_source_rules, read_build_needs
 
 CONFIG_NAME = "opswatch.toml"
 PREFERRED_OPS = "docs/ops"
@@ -39,6 +41,7 @@ class Layout:
     folders: tuple[str, ...]  # subfolders that go along (runbooks, quality_gates …)
     refused: tuple[str, ...]  # what ``never`` keeps home: .env, data/, certs/ …
     services: tuple[tuple[str, str | None], ...]  # (service, its Dockerfile) from compose
+    sources: SourcePlan = field(default_factory=SourcePlan)  # rules for what the Dockerfiles copy
 
 
 def repository_root(start: Path) -> Path:
@@ -132,7 +135,7 @@ def inspect(root: Path, ops: str) -> Layout:
             folders.append(entry)
     compose = tuple(f for f in files if _matches(f, COMPOSE_PATTERNS))
     main = main_compose_file(compose)
-    return Layout(
+    layout = Layout(
         root=root,
         ops=ops,
         dockerfiles=tuple(f for f in files if _matches(f, DOCKERFILE_PATTERNS)),
@@ -141,6 +144,20 @@ def inspect(root: Path, ops: str) -> Layout:
         refused=tuple(refused),
         services=tuple(compose_services(folder / main)) if main else (),
     )
+    if main is None:
+        return layout
+    needs = read_build_needs(root, f"{ops}/{main}" if ops else main, COMPOSE_REMOTE)
+    plan = propose_source_rules(root, needs, list(ops_rules(layout)))
+    return replace(layout, sources=plan)
+
+
+def ops_rules(layout: Layout) -> tuple[Rule, ...]:
+    """The rules ``render`` writes for the ops folder itself."""
+    match = dockerfile_patterns(layout.dockerfiles) + [f + "/" for f in layout.folders]
+    rest = Rule(layout.ops, tuple(match), (layout.ops,))
+    if not layout.compose_files:
+        return (rest,)
+    return (Rule(layout.ops, layout.compose_files, (COMPOSE_REMOTE,)), rest)
 
 
 def main_compose_file(names: tuple[str, ...]) -> str | None:
@@ -215,7 +232,27 @@ def render(layout: Layout, host: str, remote_root: str) -> str:
         f"to = {_q(ops)}",
         "",
     ]
-    return "\n".join(lines + _render_rebuild(layout)) + "\n"
+    return "\n".join(lines + render_sources(layout.sources) + _render_rebuild(layout)) + "\n"
+
+
+def render_sources(plan: SourcePlan) -> list[str]:
+    """The build-source rules, each with the COPY/ADD lines that need it."""
+    if not plan.rules and not plan.notes:
+        return []
+    lines = [
+        "# What the Dockerfiles copy from their build context: sent to the same place below",
+        "# remote.root, where the build finds it (secrets stay here: `never` still applies).",
+    ]
+    for note in plan.notes:
+        lines.append(f"# - {note}")
+    lines.append("")
+    for rule in plan.rules:
+        lines += [f"# for {why}" for why in rule.why]
+        lines += ["[[rule]]", f"from = {_q(rule.source)}"]
+        if rule.match is not None:
+            lines.append(f"match = {_list(list(rule.match))}")
+        lines += [f"to = {_q(rule.to)}", ""]
+    return lines
 
 
 def _render_rebuild(layout: Layout) -> list[str]:

@@ -7,6 +7,7 @@ enqueues them. Deciding what they mean is the engine's job.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -37,7 +38,11 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from opswatch.errors import OpswatchError
+from opswatch.local._compat import OVERFLOW_LOGGERS, is_overflow, wrap_inotify_check
 from opswatch.model import Change, ChangeKind
+
+INOTIFY_HINT = " (raise the limit: sysctl fs.inotify.max_user_watches / max_user_instances)"
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,6 @@ class EventsLost:
     reason: str
 
 
-WatchEvent = Change | FolderAppeared | FolderGone | EventsLost
-
-# watchdog (7.x) handles an inotify queue overflow internally and only logs it on these loggers.
-OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
-
-
 class _OverflowHook(logging.Handler):
     """Turns watchdog's "queue overflowed" log record into an ``EventsLost`` on the queue."""
 
@@ -75,7 +74,7 @@ class _OverflowHook(logging.Handler):
         self._sink = sink
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
+        if is_overflow(record):
             self._sink.put(EventsLost("inotify queue overflowed"))
 
 
@@ -173,14 +172,6 @@ class _Lingering:
         return ready
 
 
-def _linger_reads(observer: BaseObserver) -> None:
-    """Install ``_Lingering`` on the inotify reader of watchdog 7's Linux observer, if it is one."""
-    reader = getattr(observer, "_inotify_fd", None)
-    check = getattr(reader, "_check_inotify_fd", None)
-    if reader is not None and callable(check):
-        reader._check_inotify_fd = _Lingering(check)
-
-
 def _existing(root: Path, folder: str) -> Path:
     """The folder itself, or its nearest existing ancestor (a rule may name a folder to come)."""
     path = root / folder
@@ -205,11 +196,15 @@ class Watcher:
                 logger.setLevel(logging.WARNING)
             logger.addHandler(self._overflow)
         observer = Observer()
-        _linger_reads(observer)
+        wrap_inotify_check(observer, _Lingering)
         for path in sorted({_existing(self.root, f) for f in self.folders}):
             observer.schedule(self._handler, str(path), recursive=True, event_filter=_WANTED)
         observer.daemon = True
-        observer.start()
+        try:
+            observer.start()
+        except OSError as exc:  # inotify's limits, mostly: a start-up error, said in one line
+            hint = INOTIFY_HINT if exc.errno in (errno.ENOSPC, errno.EMFILE) else ""
+            raise OpswatchError(f"cannot watch {self.root}: {exc.strerror or exc}{hint}") from None
         self._observer = observer
 
     def stop(self) -> None:

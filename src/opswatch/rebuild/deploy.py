@@ -16,12 +16,12 @@ import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildNeeds
 from opswatch.core.compose import (
     APPLY,
     Affected,
@@ -29,13 +29,10 @@ from opswatch.core.compose import (
     ComposeProject,
     affected,
     compose_file_env,
-    compose_target,
-    load_compose,
-    read_project,
-    valid_service_name,
 )
 from opswatch.errors import LocalFileError, OpswatchError, UsageError
-from opswatch.model import RebuildResult
+from opswatch.local.builds import compose_remote, read_compose_project, read_needs
+from opswatch.model import RebuildResult, iso_time, valid_service_name
 from opswatch.rebuild.health import HealthAnswer, ask_health
 from opswatch.ssh.commands import CommandResult
 
@@ -51,6 +48,7 @@ class CommandRunner(Protocol):
 
 
 HealthCheck = Callable[[str, float], HealthAnswer]
+Preflight = Callable[[str], str | None]  # service → what its build would miss, or None
 # Puts back the files of a batch (by id) that a service (by name) depends on; says where to
 # ("batch 41"); raises OpswatchError when it could not.
 Rollback = Callable[[int, str], str]
@@ -66,10 +64,6 @@ class Work:
         return bool(self.services) or self.apply
 
 
-def now_iso(wall: Callable[[], float] = time.time) -> str:
-    return datetime.fromtimestamp(wall(), UTC).isoformat(timespec="seconds")
-
-
 class ComposeView:
     """The config's compose file as it lands on the server, read afresh for every question."""
 
@@ -80,11 +74,7 @@ class ComposeView:
         self.compose_dir = posixpath.join(config.remote.root, rebuild.compose_dir)
         self.when = {s.name: s.when for s in rebuild.services if s.when}
         self.health = {s.name: s.health for s in rebuild.services if s.health}
-        compose = rebuild.compose_file
-        self.compose_remote = None
-        if compose is not None:
-            fallback = posixpath.join(self.compose_dir, posixpath.basename(compose))
-            self.compose_remote = compose_target(targets(compose), self.compose_dir) or fallback
+        self.compose_remote = compose_remote(config, targets)
 
     @property
     def compose_file_env(self) -> str | None:
@@ -94,16 +84,11 @@ class ComposeView:
 
     def project(self) -> ComposeProject:
         """The compose file's services; without one, the services the config names."""
-        compose = self.config.rebuild.compose_file
-        if compose is None or self.compose_remote is None:
-            names = tuple(s.name for s in self.config.rebuild.services)
-            return ComposeProject("", names)
-        path = self.config.local_root / compose
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LocalFileError(f"{compose}: cannot read: {exc.strerror or exc}") from exc
-        return read_project(load_compose(text, compose), self.compose_remote)
+        return read_compose_project(self.config, self.targets)
+
+    def needs(self, project: ComposeProject) -> list[BuildNeeds]:
+        """What each build copies from its context (its Dockerfile read afresh)."""
+        return read_needs(self.config, self.targets, project)
 
     def affected(self, paths: Iterable[str]) -> Affected:
         changed = [ChangedFile(p, self.targets(p)) for p in paths]
@@ -123,6 +108,7 @@ class ComposeView:
             compose_dir=self.compose_dir,
             compose_local=compose_local,
             when=self.when,
+            needs=self.needs(project),
         )
 
     def command(self, template: str, service: str | None = None) -> str:
@@ -149,11 +135,13 @@ class Deployer:
         *,
         health: HealthCheck = ask_health,
         wall: Callable[[], float] = time.time,
+        preflight: Preflight | None = None,
         rollback: Rollback | None = None,
     ) -> None:
         self.view = view
         self.run = run
         self.health = health
+        self.preflight = preflight
         self.rollback = rollback
         self.wall = wall
         self.rebuild = view.config.rebuild
@@ -173,6 +161,11 @@ class Deployer:
         return results
 
     def _service(self, service: str, batch: int | None = None) -> RebuildResult:
+        missing = self.preflight(service) if self.preflight is not None else None
+        if missing is not None:
+            # Fail here, naming the files, rather than minutes later inside `docker compose build`.
+            log.warning("rebuild_sources_missing", service=service, detail=missing)
+            return self.result(service, False, missing)
         failure = self._build_and_up(service)
         if failure is not None:
             return self.result(service, False, failure)  # the old containers keep running
@@ -274,7 +267,7 @@ class Deployer:
         return answer
 
     def result(self, service: str, ok: bool, detail: str) -> RebuildResult:
-        return RebuildResult(service, ok, now_iso(self.wall), detail)
+        return RebuildResult(service, ok, iso_time(self.wall()), detail)
 
 
 def _said(answer: HealthAnswer | None) -> str:

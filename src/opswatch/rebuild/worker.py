@@ -3,34 +3,29 @@
 The engine thread only decides (``RebuildHook``, after a batch has fully landed) and hands work
 to a ``RebuildWorker`` thread, which carries it out (``deploy.Deployer``) on exec channels of the
 same SSH transport, so uploads keep flowing while a build takes minutes. The SFTP client stays
-with the engine thread; results go back to it as a ``rebuilt`` request, where status is made.
+with the engine thread. Neither knows the daemon: the worker asks ``held()`` and hands each
+result to ``record``, callbacks the daemon wires up (``daemon.rebuilds``).
 """
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Callable
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
-from opswatch.config import Config
 from opswatch.core.compose import APPLY
-from opswatch.errors import ConnectError, HistoryError, OpswatchError
-from opswatch.model import RebuildResult, State
-from opswatch.rebuild.deploy import ComposeView, Deployer, Rollback, Work
+from opswatch.errors import ConnectError, OpswatchError
+from opswatch.model import RebuildResult
+from opswatch.rebuild.deploy import ComposeView, Deployer, Work
 
 if TYPE_CHECKING:
-    from opswatch.daemon.engine import Daemon
-    from opswatch.ssh.remote import SshRemote
     from opswatch.sync.syncer import PassReport
 
 log = structlog.get_logger("opswatch.rebuild")
 
-ROLLBACK_WAIT_S = 600.0  # the engine takes the request after the batch in flight
 MAX_RETRIES = 3  # a piece of work cut by a dropped connection is tried again this often
 
 
@@ -130,7 +125,8 @@ def _keys(work: Work) -> list[str]:
 
 
 class RebuildHook:
-    """``daemon.after_batch``: once a batch has fully landed, hand its rebuilds to the worker.
+    """Called with each pass's report (``daemon.after_batch``): once a batch has fully landed,
+    hand its rebuilds to the worker.
 
     Paths that landed while a file of the same batch failed, or changed while being sent, wait
     (``deferred``) if the missing file affects a service too: never build from a half-synced tree.
@@ -170,71 +166,3 @@ class RebuildHook:
             for service, reason in found.reasons:
                 log.debug("rebuild_reason", service=service, reason=reason)
             self.worker.request(Work(found.services, found.apply, report.batch))
-
-
-def attach_rebuilds(daemon: Daemon, remote: SshRemote) -> RebuildWorker:
-    """Wire rebuilds into ``daemon``: a hook after each batch, a worker on its transport."""
-    view = ComposeView(daemon.config, daemon.router.targets)
-    deployer = Deployer(view, remote.run, rollback=rollback_through(daemon, view))
-
-    def held() -> bool:
-        status = daemon.status()
-        return status.state is State.PAUSED or not status.connected
-
-    def record(result: RebuildResult) -> None:
-        daemon.submit(
-            "rebuilt",
-            service=result.service,
-            ok=result.ok,
-            at=result.at,
-            detail=result.detail,
-            batch=result.batch,
-            rolled_back=result.rolled_back,
-        )
-        if not result.ok:
-            notify_failure(daemon.config, result)
-
-    worker = RebuildWorker(deployer, held=held, record=record, stopping=daemon.stopping)
-    first_copy = not daemon.manifest.all()
-    daemon.after_batch.append(RebuildHook(view, worker, first_copy=first_copy))
-    worker.start()
-    return worker
-
-
-def rollback_through(daemon: Daemon, view: ComposeView) -> Rollback:
-    """The deployer's rollback in a daemon: the engine thread puts the files back (it owns
-    the SFTP channel); this worker thread waits for it, then rebuilds."""
-    compose = daemon.config.rebuild.compose_file
-
-    def rollback(batch: int, service: str) -> str:
-        recorder = daemon.recorder
-        record = recorder.history.get(batch) if recorder is not None else None
-        if record is None:
-            raise HistoryError(f"batch {batch} is not in the deploy history")
-        paths = [
-            f.local
-            for f in record.files
-            if f.local == compose or service in view.affected([f.local]).services
-        ]
-        reply = daemon.submit("rollback", batch=batch, paths=paths)
-        try:
-            return str(reply.result(timeout=ROLLBACK_WAIT_S)["to"])
-        except FutureTimeout:
-            raise OpswatchError("the engine did not put the files back in time") from None
-
-    return rollback
-
-
-def notify_failure(config: Config, result: RebuildResult) -> None:
-    """A desktop notice for a failed rebuild when ``notify = true`` (on the worker thread)."""
-    if not config.notify:
-        return
-    from opswatch.daemon.notify import DesktopNotifier, notice_command
-
-    first = result.detail.splitlines()[0] if result.detail else "failed"
-    command = notice_command(f"opswatch: rebuild {result.service}", first)
-    if command is not None:
-        try:
-            DesktopNotifier().run(command)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("notice_failed", error=str(exc))

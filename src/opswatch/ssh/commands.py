@@ -1,9 +1,16 @@
 """Running a command on the server: one exec channel, both streams drained, a deadline enforced.
 
-The command runs in a session of its own (``setsid -w``: it waits for the command and passes its
-exit status on) and first prints its process-group id, so that a deadline stops the whole group
-remotely instead of leaving an orphan behind: closing an exec channel without a terminal sends
-the remote process no signal at all.
+The command runs in a process group of its own and first prints the group's id, so that a
+deadline stops the whole group remotely instead of leaving an orphan behind: closing an exec
+channel without a terminal sends the remote process no signal at all. Where util-linux is there,
+``setsid -w`` makes a new session (it waits for the command and passes its exit status on); on a
+BusyBox or macOS userland, whose ``setsid`` cannot wait, the shell sshd started is usually the
+leader of its own group already (the wrapper checks), and the command simply replaces it. When
+neither holds the wrapper says so instead of running a command nobody could stop.
+
+A command that ends without the wrapper ever speaking never ran in a shell: the account allows
+SFTP only (``ForceCommand internal-sftp`` answers with a refusal; a forced ``sftp-server`` reads
+the end of stdin, which is closed at once, and exits).
 
 stdout and stderr are read as they come, whichever has data (a ``select`` on the channel), so a
 command that fills one stream while we wait on the other cannot stall the SSH window. Safe to
@@ -22,13 +29,15 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from opswatch.errors import ConnectError, RemoteCommandError
+from opswatch.errors import RemoteCommandError
+from opswatch.ssh._compat import wait_exit_status
+from opswatch.ssh.failures import CAUGHT, translated
 
 PID_MARK = "opswatch-pgid:"
+NO_GROUP_MARK = "opswatch-no-group"
 KILL_GRACE_S = 3.0
 MARK_WAIT_S = 5.0  # how long a timed-out command may still take to report its group id
 READ_SIZE = 256 * 1024
-_LINK_ERRORS = (paramiko.SSHException, OSError, EOFError)
 
 
 @dataclass
@@ -38,16 +47,32 @@ class CommandResult:
     timed_out: bool = False
     stdout_bytes: int = 0
     stderr_bytes: int = 0
+    shell: bool = True  # False: the wrapper never spoke, no shell ran the command
+    no_group: bool = False  # the wrapper found no way to give the command a process group
 
     @property
     def ok(self) -> bool:
         return self.exit_status == 0 and not self.timed_out
 
 
-def wrap(command: str) -> str:
-    """``command`` for the remote login shell, in a new session that reports its group id first."""
-    inner = f'printf "%s\\n" "{PID_MARK}$$"; exec sh -c "$1"'
-    return f"exec setsid -w sh -c {shlex.quote(inner)} opswatch {shlex.quote(command)}"
+# Run by ``sh -c`` (whatever the login shell is) as ``sh -c WRAPPER opswatch COMMAND MODE``.
+# MODE "group" refuses to run without a process group; "any" runs the command regardless.
+_WRAPPER = f"""cmd=$1 mode=$2
+run='printf "%s\\n" "{PID_MARK}$$"; exec sh -c "$1"'
+if setsid -w true </dev/null >/dev/null 2>&1; then exec setsid -w sh -c "$run" opswatch "$cmd"; fi
+pg=
+if [ -r /proc/$$/stat ]; then set -- $(sed 's/.*) //' /proc/$$/stat); pg=$3; fi
+[ -n "$pg" ] || pg=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')
+if [ "$pg" = "$$" ]; then exec sh -c "$run" opswatch "$cmd"; fi
+printf "%s\\n" "{NO_GROUP_MARK}"
+if [ "$mode" = any ]; then exec sh -c "$cmd"; fi
+exit 125"""
+
+
+def wrap(command: str, *, need_group: bool = True) -> str:
+    """``command`` for the remote login shell, in a process group that reports its id first."""
+    mode = "group" if need_group else "any"
+    return f"exec sh -c {shlex.quote(_WRAPPER)} opswatch {shlex.quote(command)} {mode}"
 
 
 class _Lines:
@@ -58,6 +83,7 @@ class _Lines:
     ) -> None:
         self.tail = tail
         self.pgid: int | None = None
+        self.no_group = False
         self.size = 0
         self._buffer = bytearray()
         self._on_line = on_line
@@ -79,10 +105,15 @@ class _Lines:
 
     def _emit(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
-        if self._marks and self.pgid is None and line.startswith(PID_MARK):
-            self.size -= len(raw) + 1
-            self.pgid = int(line[len(PID_MARK) :])
-            return
+        if self._marks and self.pgid is None and not self.no_group:
+            if line.startswith(PID_MARK) and line[len(PID_MARK) :].isdigit():
+                self.size -= len(raw) + 1
+                self.pgid = int(line[len(PID_MARK) :])
+                return
+            if line == NO_GROUP_MARK:
+                self.size -= len(raw) + 1
+                self.no_group = True
+                return
         self.tail.append(line)
         if self._on_line is not None:
             self._on_line(line)
@@ -127,6 +158,8 @@ class _Session:
             timed_out=timed_out,
             stdout_bytes=self.stdout.size,
             stderr_bytes=self.stderr.size,
+            shell=self.stdout.pgid is not None or self.stdout.no_group,
+            no_group=self.stdout.no_group,
         )
 
 
@@ -140,34 +173,45 @@ def run_command(
 ) -> CommandResult:
     """Run ``command`` through the remote shell; past ``timeout`` seconds its group is stopped.
 
-    ``timeout`` of 0 or less means no deadline. A lost connection raises ``ConnectError``.
+    ``timeout`` of 0 or less means no deadline (and no process group needed). A lost connection
+    raises ``ConnectError``; ``CommandResult.shell`` and ``no_group`` say what the server lacked.
     """
-    try:
+    with translated("cannot start a remote command"):
         channel = transport.open_session(timeout=10)
-        channel.exec_command(wrap(command))
-    except _LINK_ERRORS as exc:
-        raise ConnectError(f"cannot start a remote command: {exc}") from exc
+    try:
+        channel.exec_command(wrap(command, need_group=timeout > 0))
+        channel.shutdown_write()  # nothing reads stdin; a forced sftp-server sees its end
+    except CAUGHT:
+        channel.close()
+        if transport.is_active():  # the server refuses exec requests: it runs no commands
+            return CommandResult(exit_status=-1, shell=False)
+        with translated("cannot start a remote command"):
+            raise
     deadline = time.monotonic() + timeout if timeout > 0 else math.inf
     try:
-        session = _Session(channel, keep_lines, on_line)
-        while True:
-            session.drain()
-            if session.ended:
-                break
-            if time.monotonic() >= deadline:
-                return _stop(transport, session)
-            session.wait(deadline - time.monotonic())
-        while not channel.status_event.wait(max(0.0, min(deadline - time.monotonic(), 1.0))):
-            # Output closed, process still running (it closed its streams, or a child holds on).
-            if channel.closed:
-                break
-            if time.monotonic() >= deadline:
-                return _stop(transport, session)
-        return session.result(channel.exit_status)
-    except _LINK_ERRORS as exc:
-        raise ConnectError(f"connection lost while running {command!r}: {exc}") from exc
+        with translated(f"connection lost while running {command!r}"):
+            return _follow(transport, _Session(channel, keep_lines, on_line), deadline)
     finally:
         channel.close()
+
+
+def _follow(transport: paramiko.Transport, session: _Session, deadline: float) -> CommandResult:
+    """Read the command's output until it ends, or stop it once ``deadline`` passes."""
+    channel = session.channel
+    while True:
+        session.drain()
+        if session.ended:
+            break
+        if time.monotonic() >= deadline:
+            return _stop(transport, session)
+        session.wait(deadline - time.monotonic())
+    while not wait_exit_status(channel, max(0.0, min(deadline - time.monotonic(), 1.0))):
+        # Output closed, process still running (it closed its streams, or a child holds on).
+        if channel.closed:
+            break
+        if time.monotonic() >= deadline:
+            return _stop(transport, session)
+    return session.result(channel.exit_status)
 
 
 def _stop(transport: paramiko.Transport, session: _Session) -> CommandResult:
@@ -195,12 +239,10 @@ def stop_group(transport: paramiko.Transport, pgid: int | None) -> None:
         "sleep 0.1; i=$((i+1)); done; "
         f"kill -KILL -- {group} 2>/dev/null; true"
     )
-    try:
+    with translated(f"could not stop remote process group {pgid}"):
         channel = transport.open_session(timeout=10)
         try:
             channel.exec_command(kill)
             channel.recv_exit_status()
         finally:
             channel.close()
-    except _LINK_ERRORS as exc:
-        raise RemoteCommandError(f"could not stop remote process group {pgid}: {exc}") from exc

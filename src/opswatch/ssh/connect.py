@@ -1,13 +1,14 @@
 """Opening the one SSH connection: dial, handshake, host key check, keys, the SFTP channel.
 
-paramiko errors met on the way are translated into ``opswatch.errors`` here; what the
-connection is then used for (files, commands) is ``remote.py``'s business.
+paramiko errors met on the way become ``opswatch.errors`` types through ``ssh/failures.py``;
+what the connection is then used for (files, commands) is ``remote.py``'s business.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -18,9 +19,19 @@ from typing import Any
 
 import paramiko
 import structlog
+from paramiko.pkey import UnknownKeyType
+from paramiko.ssh_exception import IncompatiblePeer
 
 from opswatch.errors import AuthError, ChangedHostKeyError, ConnectError, UnknownHostKeyError
+from opswatch.ssh._compat import (
+    accept_rfc_curve25519,
+    record_offered_algorithms,
+    set_transport_poll,
+)
 from opswatch.ssh.endpoint import Endpoint, default_identities
+from opswatch.ssh.failures import translated
+from opswatch.ssh.proxy import ProxySocket
+from opswatch.ssh.server import SftpInfo, negotiation_mismatch, parse_version_packet
 
 log = structlog.get_logger("opswatch.remote")
 
@@ -29,6 +40,11 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128
 STALL_S = 30.0  # an SFTP request unanswered this long means the link is dead: cut it
 # paramiko's transport thread polls its socket this often; its default (0.1 s) costs idle CPU.
 TRANSPORT_POLL_S = 1.0
+NO_SFTP = "the server offers no sftp subsystem (Subsystem sftp in sshd_config)"
+# paramiko's transport thread logs a failed handshake with its traceback; opswatch reports the
+# failure itself, in one line, so the transport logs here until the handshake is done.
+HANDSHAKE_LOG = "opswatch.ssh.handshake"
+logging.getLogger(HANDSHAKE_LOG).setLevel(logging.CRITICAL + 1)
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,9 @@ class SftpChannel:
     def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
         self.waiting_since: float | None = None
+        # The bytes of the server's first reply, SSH_FXP_VERSION: paramiko reads its extension
+        # list and throws it away, and it says whether posix-rename@openssh.com is there.
+        self.first_reply: bytearray | None = bytearray()
 
     def send(self, data: bytes) -> int:
         if self.waiting_since is None:
@@ -77,7 +96,14 @@ class SftpChannel:
         data = self.channel.recv(size)
         if data:
             self.waiting_since = None
+            if self.first_reply is not None:
+                self.first_reply += data
         return data
+
+    def version_reply(self) -> SftpInfo:
+        """The SFTP version reply read so far; stops recording."""
+        packet, self.first_reply = bytes(self.first_reply or b""), None
+        return parse_version_packet(packet)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.channel, name)
@@ -118,12 +144,16 @@ class Link:
     transport: paramiko.Transport
     sftp: paramiko.SFTPClient
     watchdog: StallWatchdog
+    sftp_info: SftpInfo
+    proxy: ProxySocket | None = None
 
     def close(self) -> None:
         self.watchdog.stop()
         # No polite SFTP close first: it writes to the socket, and on a black-holed link whose
         # send buffer is full that write never returns. Closing the transport writes nothing.
         self.transport.close()
+        if self.proxy is not None:
+            self.proxy.close()
 
 
 def open_link(endpoint: Endpoint, *, timeout: float, stall_s: float = STALL_S) -> Link:
@@ -140,9 +170,21 @@ class _Connector:
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         self.endpoint = endpoint
         self.timeout = timeout  # connect, banner, handshake, auth, channel open
+        self.proxy: ProxySocket | None = None
+
+    def _transport(self) -> paramiko.Transport:
+        transport = paramiko.Transport(self._dial())
+        transport.set_log_channel(HANDSHAKE_LOG)
+        accept_rfc_curve25519(transport)
+        return transport
+
+    def _close(self, transport: paramiko.Transport) -> None:
+        transport.close()
+        if self.proxy is not None:
+            self.proxy.close()
 
     def open(self, stall_s: float) -> Link:
-        transport = paramiko.Transport(self._dial())
+        transport = self._transport()
         # paramiko waits up to an hour for a channel and 30 s for auth by default.
         transport.auth_timeout = self.timeout
         transport.channel_timeout = self.timeout
@@ -154,55 +196,68 @@ class _Connector:
             # look like an unanswered request. TCP keepalive and the daemon's probe do the job.
             channel, sftp = self._open_sftp(transport)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            transport.close()  # the link died between the steps above
+            self._close(transport)  # the link died between the steps above
             raise ConnectError(f"connecting to {self.endpoint.describe()} failed: {exc}") from exc
         except BaseException:
-            transport.close()
+            self._close(transport)
             raise
-        transport.sock.settimeout(TRANSPORT_POLL_S)
+        set_transport_poll(transport, TRANSPORT_POLL_S)
         watchdog = StallWatchdog(channel, transport, stall_s)
         watchdog.start()
+        info = channel.version_reply()
         log.info(
             "connected",
             host=self.endpoint.describe(),
             cipher=getattr(transport, "remote_cipher", "?"),
+            sftp_extensions=list(info.names),
         )
-        return Link(transport, sftp, watchdog)
+        return Link(transport, sftp, watchdog, info, self.proxy)
 
     def _open_sftp(self, transport: paramiko.Transport) -> tuple[SftpChannel, paramiko.SFTPClient]:
         """The SFTP channel, with a read deadline before its first exchange (the version)."""
+        where = self.endpoint.describe()
         try:
             channel = transport.open_session(timeout=self.timeout)
             channel.settimeout(self.timeout)
-            channel.invoke_subsystem("sftp")
-            watched = SftpChannel(channel)
-            sftp = paramiko.SFTPClient(watched)  # type: ignore[arg-type]
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(
-                f"sftp session with {self.endpoint.describe()} failed: {exc}"
-            ) from exc
+            raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
+        try:
+            channel.invoke_subsystem("sftp")
+        except paramiko.SSHException as exc:
+            if not transport.is_active():
+                raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
+            raise ConnectError(f"{where}: {NO_SFTP}") from exc  # the request was refused
+        watched = SftpChannel(channel)
+        try:
+            sftp = paramiko.SFTPClient(watched)  # type: ignore[arg-type]
+        except (paramiko.SSHException, EOFError) as exc:
+            if not transport.is_active() or watched.first_reply:
+                raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
+            # Accepted, then closed without a word: the configured program could not start.
+            raise ConnectError(f"{where}: {NO_SFTP}: it ended before answering") from exc
+        except OSError as exc:
+            raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
         channel.settimeout(self.timeout * 3)  # the deadline of every later SFTP reply
         return watched, sftp
 
     def server_host_key(self) -> HostKey:
-        transport = paramiko.Transport(self._dial())
+        transport = self._transport()
         try:
             self._start_client(transport)
             key = transport.get_remote_server_key()
         finally:
-            transport.close()
+            self._close(transport)
         return HostKey(key.get_name(), key.get_base64(), fingerprint(key))
 
-    def _dial(self) -> socket.socket | paramiko.ProxyCommand:
+    def _dial(self) -> socket.socket:
         ep = self.endpoint
         if ep.proxy_command:
             command = ep.proxy_command.replace("%h", ep.hostname).replace("%p", str(ep.port))
-            return paramiko.ProxyCommand(command.replace("%r", ep.user))
-        try:
+            describe = f"ProxyJump {ep.proxy_jump}" if ep.proxy_jump else "ProxyCommand"
+            self.proxy = ProxySocket(command.replace("%r", ep.user), describe)
+            return self.proxy.sock
+        with translated(f"cannot reach {ep.hostname}:{ep.port}"):
             sock = socket.create_connection((ep.hostname, ep.port), timeout=self.timeout)
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectError(f"cannot reach {ep.hostname}:{ep.port}: {reason}") from exc
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for option, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
@@ -227,28 +282,31 @@ class _Connector:
     def _start_client(self, transport: paramiko.Transport) -> None:
         transport.banner_timeout = self.timeout
         transport.handshake_timeout = self.timeout
+        offered = record_offered_algorithms(transport)
+        where = self.endpoint.describe()
         try:
             # A bit longer than the banner deadline, so a silent peer fails with that reason.
             transport.start_client(timeout=self.timeout + 1)
+        except IncompatiblePeer as exc:
+            mismatch = negotiation_mismatch(offered, transport.get_security_options())
+            raise ConnectError(f"{where}: {mismatch or exc}") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(
-                f"ssh handshake with {self.endpoint.describe()} failed: {exc}"
-            ) from exc
+            proxy_failed = self.proxy.failure() if self.proxy is not None else None
+            raise ConnectError(proxy_failed or f"ssh handshake with {where} failed: {exc}") from exc
         if not transport.is_active() or transport.host_key is None:
+            proxy_failed = self.proxy.failure() if self.proxy is not None else None
             # start_client returns quietly when its own deadline passes mid-handshake.
             raise ConnectError(
-                f"ssh handshake with {self.endpoint.describe()} timed out "
-                f"after {self.timeout + 1:g} s"
+                proxy_failed or f"ssh handshake with {where} timed out after {self.timeout + 1:g} s"
             )
+        transport.set_log_channel("paramiko.transport")
 
     def _known_keys(self) -> dict[str, paramiko.PKey]:
         path = self.endpoint.known_hosts
         if not path.is_file():
             return {}
-        try:
+        with translated(f"{path}: cannot read known_hosts"):
             host_keys = paramiko.HostKeys(str(path))
-        except (OSError, paramiko.SSHException) as exc:
-            raise ConnectError(f"{path}: cannot read known_hosts: {exc}") from exc
         entry = host_keys.lookup(self.endpoint.known_hosts_name)
         return dict(entry) if entry else {}
 
@@ -277,7 +335,7 @@ class _Connector:
                 yield paramiko.PKey.from_path(str(path))
             except FileNotFoundError:
                 log.debug("identity_missing", path=str(path))
-            except (paramiko.SSHException, OSError, ValueError) as exc:
+            except (paramiko.SSHException, UnknownKeyType, OSError, ValueError) as exc:
                 log.warning("identity_unusable", path=str(path), error=str(exc))
         if not ep.identities_only:
             try:
@@ -289,14 +347,11 @@ class _Connector:
         tried = 0
         for key in self._candidate_keys():
             tried += 1
-            try:
-                transport.auth_publickey(self.endpoint.user, key)
-            except paramiko.AuthenticationException:
-                continue
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise ConnectError(
-                    f"authentication with {self.endpoint.describe()} failed: {exc}"
-                ) from exc
+            with translated(f"authentication with {self.endpoint.describe()} failed"):
+                try:
+                    transport.auth_publickey(self.endpoint.user, key)
+                except paramiko.AuthenticationException:
+                    continue  # this key was refused: the next one may not be
             if transport.is_authenticated():
                 return
         hint = "" if tried else f" ({_no_key_hint()})"

@@ -6,6 +6,7 @@ Pure apart from reading the ssh config file: the result is one ``Endpoint`` the 
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import paramiko
 from opswatch.config import RemoteConfig
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+JUMP_CONNECT_TIMEOUT_S = 10  # so an unreachable jump host fails as that, before our own deadline
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Endpoint:
     known_hosts: Path
     proxy_command: str | None = None
     identities_only: bool = False
+    proxy_jump: str | None = None  # as the ssh config says it, for messages
 
     @property
     def known_hosts_name(self) -> str:
@@ -67,8 +70,7 @@ def resolve_endpoint(config: RemoteConfig) -> Endpoint:
     proxy = found.get("proxycommand")
     jump = found.get("proxyjump")
     if proxy is None and jump:
-        # paramiko has no ProxyJump; ``ssh -W`` through the jump host is what OpenSSH does.
-        proxy = f"ssh -W {hostname}:{port} {jump}"
+        proxy = jump_command(str(jump), hostname, port, config.ssh_config)
     return Endpoint(
         alias=config.host,
         hostname=hostname,
@@ -78,7 +80,42 @@ def resolve_endpoint(config: RemoteConfig) -> Endpoint:
         known_hosts=known_hosts or _home() / ".ssh" / "known_hosts",
         proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
         identities_only=str(found.get("identitiesonly", "no")).lower() == "yes",
+        proxy_jump=str(jump) if proxy is not None and jump else None,
     )
+
+
+def jump_command(jump: str, hostname: str, port: int, ssh_config: Path | None) -> str:
+    """The ``ssh -W`` command OpenSSH runs for ``ProxyJump``, as one shell command line.
+
+    paramiko has no ProxyJump. An IPv6 address needs brackets in ``-W`` (``[::1]:22``); a
+    config file given to opswatch is given to ssh too, as ``ssh -F`` passes it on; of a chain
+    ``a,b`` the last hop is dialled through the ones before it (``-J a b``).
+    """
+    target = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
+    hops = [hop.strip() for hop in jump.split(",") if hop.strip()]
+    argv = ["ssh", "-o", f"ConnectTimeout={JUMP_CONNECT_TIMEOUT_S}"]
+    if ssh_config is not None:
+        argv += ["-F", str(ssh_config)]
+    if len(hops) > 1:
+        argv += ["-J", ",".join(hops[:-1])]
+    argv += ["-W", target, _ssh_destination(hops[-1])]
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def _ssh_destination(hop: str) -> str:
+    """A ProxyJump hop (``[user@]host[:port]``) as ``ssh`` takes a destination: a port needs
+    the ``ssh://`` form, which also keeps an IPv6 address in its brackets."""
+    if hop.startswith("ssh://"):
+        return hop
+    user, _, host_port = hop.rpartition("@")
+    host, has_port = host_port, False
+    if host_port.startswith("["):
+        has_port = "]:" in host_port
+    elif host_port.count(":") == 1:
+        has_port = True
+    if not has_port:
+        return hop
+    return f"ssh://{user + '@' if user else ''}{host}"
 
 
 def default_identities() -> tuple[Path, ...]:

@@ -1,15 +1,14 @@
 """The server, over one SSH transport: SFTP for files, exec channels for commands.
 
-This is the one place paramiko is called. Every paramiko, socket and SFTP error is translated
-into an ``opswatch.errors`` type here. ``SshRemote`` is not thread-safe: one engine thread owns it.
+Every paramiko, socket and SFTP error met here becomes an ``opswatch.errors`` type through
+``ssh/failures.py``. ``SshRemote`` is not thread-safe: one engine thread owns it.
 """
 
 from __future__ import annotations
 
-import errno
 import posixpath
 import secrets
-import socket
+import shlex
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,19 +19,31 @@ from typing import Protocol
 import paramiko
 import structlog
 
+from opswatch.config import RemoteConfig
 from opswatch.errors import (
     ConnectError,
+    RemoteCommandError,
     RemoteError,
-    RemoteFileError,
+    RemoteFileMissing,
 )
 from opswatch.model import RemoteFile
 from opswatch.ssh.commands import CommandResult, run_command
 from opswatch.ssh.connect import STALL_S, HostKey, Link, fetch_host_key, open_link
-from opswatch.ssh.endpoint import Endpoint
+from opswatch.ssh.endpoint import Endpoint, resolve_endpoint
+from opswatch.ssh.failures import CAUGHT, describe, error_type, file_error
+from opswatch.ssh.server import (
+    NO_DEADLINE,
+    SFTP_ONLY,
+    SftpInfo,
+    SftpSupport,
+    move_command,
+    parse_moved,
+)
 
 log = structlog.get_logger("opswatch.remote")
 
 TEMP_MARK = ".opswatch-"
+MOVE_BUDGET = 64 * 1024  # bytes of one ``mv -f`` command: well below Linux's 128 KiB argument cap
 CHUNK = 255 * 1024  # OpenSSH's sftp-server accepts writes up to 256 KiB minus headers
 
 
@@ -112,6 +123,12 @@ class SshRemote:
         self.stall_s = stall_s
         self._link: Link | None = None
         self._folders: set[str] = set()  # remote folders known to exist on this connection
+        self._apart: paramiko.SFTPClient | None = None  # stat_apart's channel
+        # Found by the first command of a connection, so said once: no shell at all (an
+        # SFTP-only account), or no way to give a command a process group a deadline can stop.
+        self._no_shell = False
+        self._no_group = False
+        self._support = SftpSupport(posix_rename=True)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -135,12 +152,22 @@ class SshRemote:
         self.close()
         self._link = open_link(self.endpoint, timeout=self.timeout, stall_s=self.stall_s)
         self._folders.clear()
+        self._support = SftpSupport.from_info(self._link.sftp_info)
 
     def close(self) -> None:
         if self._link is not None:
             self._link.close()
         self._link = None
+        self._apart = None  # went with the transport
         self._folders.clear()
+        self._no_shell = self._no_group = False
+
+    @property
+    def sftp_info(self) -> SftpInfo:
+        """The server's SFTP version and extensions, as it announced them at connect."""
+        if self._link is None:
+            raise ConnectError(f"not connected to {self.endpoint.describe()}")
+        return self._link.sftp_info
 
     @property
     def stalled(self) -> bool:
@@ -155,27 +182,23 @@ class SshRemote:
 
     @contextmanager
     def _translate(self, path: str) -> Iterator[None]:
-        """Map an SFTP failure to ``RemoteFileError`` if the link is fine, else ``ConnectError``."""
+        """A failed request about ``path``: that file's error while the link is fine, else
+        ``ConnectError`` (the mapping is ``ssh/failures.py``'s)."""
         try:
             yield
         except RemoteError:
             raise
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            if (
-                isinstance(exc, socket.timeout | EOFError | paramiko.SSHException)
-                or not self.connected
-            ):
-                if self.stalled:
-                    cause = f"no answer for {self.stall_s:g} s"
-                elif isinstance(exc, socket.timeout):
-                    cause = "no answer in time"
-                else:
-                    cause = str(exc) or type(exc).__name__
-                self.close()
-                raise ConnectError(
-                    f"connection to {self.endpoint.describe()} lost: {cause}"
-                ) from exc
-            raise RemoteFileError(path, _describe_sftp_error(exc)) from exc
+        except CAUGHT as exc:
+            if error_type(exc, file_request=self.connected) is not ConnectError:
+                raise file_error(exc, path) from exc
+            if self.stalled:
+                cause = f"no answer for {self.stall_s:g} s"
+            elif isinstance(exc, TimeoutError):
+                cause = "no answer in time"
+            else:
+                cause = describe(exc)
+            self.close()
+            raise ConnectError(f"connection to {self.endpoint.describe()} lost: {cause}") from exc
 
     def probe(self, timeout: float) -> None:
         """One cheap round trip with a deadline; a dead link raises ``ConnectError``."""
@@ -193,7 +216,7 @@ class SshRemote:
     # -- files -----------------------------------------------------------------------------
 
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
-        """All in one round trip (``sftpwire.stat_many``); missing → None."""
+        """All in one round trip (``wire.stat_many``); missing → None."""
         from opswatch.ssh.wire import stat_many
 
         try:
@@ -202,15 +225,34 @@ class SshRemote:
             self.close()
             raise
 
+    def stat_apart(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]:
+        """``stat_many`` on an SFTP channel of its own: for one thread other than the engine's
+        (the rebuild worker), since paramiko's SFTPClient is not thread-safe while the transport
+        is. The channel is opened on first use and kept for the connection's life: opening one
+        costs round trips (channel, subsystem, SFTP version) that a build check need not pay
+        each time."""
+        from opswatch.ssh.wire import stat_many
+
+        where = self.endpoint.describe()
+        if self._apart is None:
+            try:
+                self._apart = paramiko.SFTPClient.from_transport(self.transport)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise ConnectError(f"sftp session with {where} failed: {exc}") from exc
+            if self._apart is None:
+                raise ConnectError(f"sftp session with {where} failed")
+            channel = self._apart.get_channel()
+            if channel is not None:
+                channel.settimeout(self.timeout * 3)
+        return stat_many(self._apart, paths, where)
+
     def list_folder(self, folder: str) -> dict[str, RemoteFile]:
         """Regular files directly in ``folder`` by name; a missing folder is empty."""
         try:
             with self._translate(folder):
                 entries = self.sftp.listdir_attr(folder)
-        except RemoteFileError as exc:
-            if "no such file" in exc.reason:
-                return {}
-            raise
+        except RemoteFileMissing:
+            return {}
         self._folders.add(folder)
         return {
             e.filename: _attrs_to_file(e)
@@ -219,10 +261,16 @@ class SshRemote:
         }
 
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]:
-        """Many files in flight on the one SFTP channel (see ``pipeline``)."""
+        """Many files in flight on the one SFTP channel (see ``upload``)."""
         from opswatch.ssh.upload import PipelinedUploader  # imports this module
 
-        uploader = PipelinedUploader(self.sftp, self._folders, self.endpoint.describe())
+        uploader = PipelinedUploader(
+            self.sftp,
+            self._folders,
+            self.endpoint.describe(),
+            support=self._support,
+            move=self.move_into_place,
+        )
         try:
             return uploader.upload_many(jobs)
         except ConnectError:
@@ -233,9 +281,8 @@ class SshRemote:
         try:
             with self._translate(path):
                 self.sftp.remove(path)
-        except RemoteFileError as exc:
-            if "no such file" not in exc.reason:
-                raise
+        except RemoteFileMissing:
+            pass  # already gone: what a remove wants
 
     def read(self, path: str) -> bytes:
         with self._translate(path), self.sftp.open(path, "rb") as handle:
@@ -257,21 +304,60 @@ class SshRemote:
         on_line: Callable[[str], None] | None = None,
         keep_lines: int = 40,
     ) -> CommandResult:
-        """Run ``command`` through the remote shell on a new channel of the same transport."""
-        return run_command(
+        """Run ``command`` through the remote shell on a new channel of the same transport.
+
+        An account without a shell, or a deadline the server could not enforce, raises
+        ``RemoteCommandError`` with the one line that says so (found once per connection).
+        """
+        if self._no_shell or (self._no_group and timeout > 0):
+            raise RemoteCommandError(SFTP_ONLY if self._no_shell else NO_DEADLINE)
+        result = run_command(
             self.transport, command, timeout=timeout, on_line=on_line, keep_lines=keep_lines
         )
+        if not result.shell and not result.timed_out:
+            self._no_shell = True
+            log.warning("sftp_only", host=self.endpoint.describe(), detail=SFTP_ONLY)
+            raise RemoteCommandError(SFTP_ONLY)
+        if result.no_group and timeout > 0:
+            self._no_group = True
+            log.warning("no_process_group", host=self.endpoint.describe(), detail=NO_DEADLINE)
+            raise RemoteCommandError(NO_DEADLINE)
+        return result
+
+    def move_into_place(self, moves: Sequence[tuple[str, str]]) -> list[bool]:
+        """``mv -f`` each (temp, target) over an exec channel, where the server's SFTP lacks
+        posix-rename; whether each landed. No shell raises ``RemoteCommandError``."""
+        landed: list[bool] = []
+        for batch in _move_batches(list(moves)):
+            lines: list[str] = []
+            # Without a deadline: a rename does not hang, and a server whose commands cannot be
+            # stopped can still rename.
+            self.run(move_command(batch), timeout=0, on_line=lines.append, keep_lines=1)
+            landed += parse_moved(lines, len(batch))
+        return landed
 
 
-def _describe_sftp_error(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno is not None:
-        if exc.errno == errno.ENOENT:
-            return "no such file or folder"
-        if exc.errno == errno.EACCES:
-            return "permission denied"
-        return exc.strerror or str(exc)
-    text = str(exc) or type(exc).__name__
-    if text.lower() == "failure":
-        # SSH2_FX_FAILURE carries no errno; none of the requests made through here is a write.
-        return "the server refused it without saying why"
-    return text
+def _move_batches(moves: list[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+    batch: list[tuple[str, str]] = []
+    used = 0
+    for temp, target in moves:
+        cost = len(shlex.quote(move_command([(temp, target)])))  # the exec wrapper quotes again
+        if batch and used + cost > MOVE_BUDGET:
+            yield batch
+            batch, used = [], 0
+        batch.append((temp, target))
+        used += cost
+    if batch:
+        yield batch
+
+
+@contextmanager
+def connected_remote(config: RemoteConfig) -> Iterator[SshRemote]:
+    """Resolve ``[remote]`` as ``ssh`` would, connect, hand the remote to one job, then close:
+    what every one-shot command does (a running daemon keeps its own connection)."""
+    remote = SshRemote(resolve_endpoint(config))
+    remote.connect()
+    try:
+        yield remote
+    finally:
+        remote.close()

@@ -9,7 +9,11 @@ reply moves its file on. Handles are the opaque strings of CMD_HANDLE replies.
 Each file keeps the guarantees of ``SshRemote.upload``: a temp name in the target folder; its
 writes, then mode and mtime (FSETSTAT on the same handle, which the server applies in order),
 then close; only when every one of those replies said OK is ``posix-rename@openssh.com`` sent,
-so a failure never leaves a partial target and the temp is removed. Missing folders are made
+so a failure never leaves a partial target and the temp is removed. Where the server lacks
+``fsetstat`` (paramiko-based servers), mode and mtime go by SETSTAT on the closed temp instead;
+where it lacks posix-rename (asyncssh with it withheld, appliances), the finished temps are moved
+into place by ``mv -f`` over an exec channel after the batch, and without a shell they are not
+put in place at all: never a non-atomic write. Missing folders are made
 first (parents first) and remembered per connection. A per-file failure becomes that file's
 ``RemoteFileError`` and the others go on; a broken link raises ``ConnectError`` for the batch.
 Content holding a private key block is refused before its first byte is sent (or, in a later
@@ -23,7 +27,7 @@ import hashlib
 import posixpath
 import stat
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 
 import paramiko
@@ -36,21 +40,26 @@ from paramiko.sftp import (
     CMD_MKDIR,
     CMD_OPEN,
     CMD_REMOVE,
+    CMD_SETSTAT,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
+    SFTP_OP_UNSUPPORTED,
     int64,
 )
 
-from opswatch.errors import RemoteFileError
+from opswatch.errors import RemoteCommandError, RemoteFileError, RemoteFileMissing
 from opswatch.model import RemoteFile
 from opswatch.ssh.remote import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
-from opswatch.ssh.wire import Arg, OnReply, Wire, stat_each, status_error
+from opswatch.ssh.server import NO_ATOMIC_RENAME, POSIX_RENAME, SftpSupport
+from opswatch.ssh.wire import Arg, OnReply, Wire, stat_each, status_code, status_error
 
 WINDOW = 64  # files in flight
 WRITES_PER_FILE = 8  # 255 KiB writes in flight per big file
 MAX_INFLIGHT_BYTES = 16 * 1024 * 1024  # of write payload, over all files
+# Moves finished temps onto their targets without SFTP (``SshRemote.move_into_place``).
+Mover = Callable[[Sequence[tuple[str, str]]], list[bool]]
 
 
 class _Stage(enum.Enum):
@@ -58,6 +67,7 @@ class _Stage(enum.Enum):
     WRITING = "writing"  # writes going out
     CLOSING = "closing"  # FSETSTAT + CLOSE sent: rename once every reply said OK
     RENAMING = "renaming"
+    PARKED = "parked"  # complete and closed: waits for ``mv -f`` after the batch
     CLEANING = "cleaning"  # failed: closing the handle and removing the temp
     DONE = "done"
 
@@ -80,6 +90,7 @@ class _File:
         self.outstanding = 0
         self.error: RemoteFileError | None = None
         self.refused: str | None = None
+        self.needs_setstat = False  # the server had no FSETSTAT: SETSTAT the closed temp
 
     @property
     def failed(self) -> bool:
@@ -115,9 +126,20 @@ class _File:
 class PipelinedUploader:
     """Uploads a batch with up to ``WINDOW`` files in flight; see the module docstring."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, folders: set[str], where: str) -> None:
+    def __init__(
+        self,
+        sftp: paramiko.SFTPClient,
+        folders: set[str],
+        where: str,
+        *,
+        support: SftpSupport | None = None,
+        move: Mover | None = None,
+    ) -> None:
         self.wire = Wire(sftp, where)
         self.folders = folders  # remote folders known to exist on this connection (shared)
+        self.support = support or SftpSupport(posix_rename=True)  # learned: shared per link
+        self.move = move
+        self.parked: list[_File] = []
         self._inflight_bytes = 0
         self._touched: set[int] = set()  # files that got a reply since they were last advanced
 
@@ -145,12 +167,38 @@ class PipelinedUploader:
                         file.source.close()
                         outcomes[index] = file.outcome()
                         del active[index]
+                    elif file.stage is _Stage.PARKED:
+                        file.source.close()
+                        self.parked.append(file)
+                        del active[index]
                 if active:
                     self.wire.pump()
         finally:
             for file in active.values():
                 file.source.close()
+        for file in self._move_parked():
+            outcomes[file.index] = file.outcome()
         return [outcomes[i] for i in range(len(jobs))]
+
+    def _move_parked(self) -> list[_File]:
+        """Put the parked temps in place with ``mv -f``; remove those that could not be."""
+        parked, self.parked = self.parked, []
+        if not parked:
+            return []
+        try:
+            if self.move is None:
+                raise RemoteCommandError("no way to run `mv -f` here")
+            landed = self.move([(f.temp, f.job.remote) for f in parked])
+        except RemoteCommandError:
+            landed = [False] * len(parked)
+            for file in parked:
+                file.fail(RemoteFileError(file.job.remote, NO_ATOMIC_RENAME))
+        for file, ok in zip(parked, landed, strict=True):
+            if not ok:
+                file.fail(RemoteFileError(file.job.remote, "`mv -f` could not put it in place"))
+                self.wire.send(CMD_REMOVE, _ignored, file.temp)
+        self.wire.drain()
+        return parked
 
     # -- folders ---------------------------------------------------------------------------
 
@@ -245,7 +293,7 @@ class PipelinedUploader:
             error = status_error(kind, msg, file.job.remote)
             file.fail(error or RemoteFileError(file.job.remote, "the server sent no handle"))
             file.stage = _Stage.DONE  # no temp was made: nothing to clean up
-            if error is not None and error.reason == "no such file or folder":
+            if isinstance(error, RemoteFileMissing):
                 self.folders.discard(posixpath.dirname(file.job.remote))
 
         return reply
@@ -267,9 +315,14 @@ class PipelinedUploader:
         elif file.stage is _Stage.CLOSING and file.outstanding == 0:
             if file.failed:
                 self._clean_up(file, close=False)
+            elif file.needs_setstat:
+                file.needs_setstat = False
+                self._send(file, CMD_SETSTAT, self._checked(file), file.temp, self._attrs(file))
+            elif self.support.posix_rename is False:
+                file.stage = _Stage.PARKED
             else:
                 file.stage = _Stage.RENAMING
-                args = ("posix-rename@openssh.com", file.temp, file.job.remote)
+                args = (POSIX_RENAME, file.temp, file.job.remote)
                 self._send(file, CMD_EXTENDED, self._on_renamed(file), *args)
         elif file.stage is _Stage.CLEANING and file.outstanding == 0:
             file.stage = _Stage.DONE
@@ -289,16 +342,39 @@ class PipelinedUploader:
                 file.read()
                 continue
             # Mode and mtime on the handle, after the writes (in order on one handle).
-            attrs = _attrs(mode=file.job.mode, mtime=file.job.mtime_ns // 1_000_000_000)
-            self._send(file, CMD_FSETSTAT, self._checked(file), file.handle, attrs)
+            if self.support.fsetstat:
+                attrs = self._attrs(file)
+                self._send(file, CMD_FSETSTAT, self._on_fsetstat(file), file.handle, attrs)
+            else:
+                file.needs_setstat = True
             self._send(file, CMD_CLOSE, self._checked(file), file.handle)
             file.stage = _Stage.CLOSING
             return
         if file.failed:
             self._clean_up(file, close=True)
 
+    @staticmethod
+    def _attrs(file: _File) -> paramiko.SFTPAttributes:
+        return _attrs(mode=file.job.mode, mtime=file.job.mtime_ns // 1_000_000_000)
+
+    def _on_fsetstat(self, file: _File) -> OnReply:
+        def reply(kind: int, msg: Message) -> None:
+            if status_code(kind, msg) == SFTP_OP_UNSUPPORTED:
+                self.support.fsetstat = False
+                file.needs_setstat = True
+                return
+            file.fail(status_error(kind, msg, file.job.remote))
+
+        return reply
+
     def _on_renamed(self, file: _File) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
+            if status_code(kind, msg) == SFTP_OP_UNSUPPORTED:
+                self.support.posix_rename = False  # not advertised, and not there either
+                file.stage = _Stage.PARKED
+                return
+            if self.support.posix_rename is None and status_code(kind, msg) == 0:
+                self.support.posix_rename = True
             file.fail(status_error(kind, msg, file.job.remote, "rename"))
             if file.failed:
                 self._clean_up(file, close=False)

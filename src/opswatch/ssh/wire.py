@@ -2,7 +2,7 @@
 
 Why it exists: paramiko's ``SFTPClient`` waits for each reply (``_request``) or writes each
 request to the channel on its own (``_async_request``). Keeping many requests in flight and
-sending every ready request in one channel write is what makes bursts fast (see ``pipeline``).
+sending every ready request in one channel write is what makes bursts fast (see ``upload``).
 
 How it uses paramiko's internals, carefully: ``SFTPClient`` numbers requests
 (``request_number``, under ``_lock``); ``Wire.send`` takes its numbers the same way, so the
@@ -19,8 +19,8 @@ never reads a byte meant for anyone else.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import paramiko
 from paramiko.message import Message
@@ -35,8 +35,10 @@ from paramiko.sftp import (
     int64,
 )
 
-from opswatch.errors import ConnectError, RemoteFileError
+from opswatch.errors import RemoteFileError, RemoteFileMissing
 from opswatch.model import RemoteFile
+from opswatch.ssh._compat import attrs_from_msg, next_request_number, pack_attrs, packet_payload
+from opswatch.ssh.failures import translated
 
 PIECE = 32 * 1024  # one channel write when the channel does not say its packet size
 RECEIVE = 256 * 1024  # one channel read: whatever has arrived, up to this
@@ -81,17 +83,10 @@ class Wire:
                 parts.append(_INT.pack(len(data)))
                 parts.append(data)
         body = b"".join(parts)
-        sftp = self.sftp
-        with sftp._lock:  # type: ignore[attr-defined]
-            num: int = sftp.request_number
-            sftp.request_number = num + 1
+        num = next_request_number(self.sftp)
         self._outbox.append(_HEAD.pack(len(body) + 5, kind, num) + body)
         self._waiting[num] = on_reply
         return num
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting)
 
     def flush(self) -> None:
         """Send everything queued in pieces that each fill one SSH packet exactly.
@@ -102,7 +97,7 @@ class Wire:
         if not self._outbox:
             return
         channel = self.sftp.get_channel()
-        size = getattr(channel, "out_max_packet_size", 0) - 64
+        size = packet_payload(channel)
         piece = size if size >= 1024 else PIECE
         pending = bytearray()
         try:
@@ -161,19 +156,15 @@ class Wire:
         while self._waiting:
             self.pump()
 
-    @contextmanager
-    def _link(self) -> Iterator[None]:
-        try:
-            yield
-        except (OSError, EOFError, paramiko.SSHException, SFTPError) as exc:
-            raise ConnectError(f"connection to {self.where} lost: {exc}") from exc
+    def _link(self) -> AbstractContextManager[None]:
+        return translated(f"connection to {self.where} lost")
 
 
 def packed_attrs(attrs: paramiko.SFTPAttributes) -> bytes:
     """``SFTPAttributes._pack`` without a ``Message``: flags, then the fields that are set."""
     if attrs.attr:  # extended attributes: rare, left to paramiko
         msg = Message()
-        attrs._pack(msg)  # type: ignore[attr-defined]
+        pack_attrs(attrs, msg)
         return msg.asbytes()
     flags = 0
     fields = []
@@ -192,6 +183,15 @@ def packed_attrs(attrs: paramiko.SFTPAttributes) -> bytes:
     return _INT.pack(flags) + b"".join(fields)
 
 
+def status_code(kind: int, msg: Message) -> int | None:
+    """The code of a STATUS reply, leaving ``msg`` unread; None for any other reply."""
+    if kind != CMD_STATUS:
+        return None
+    code = msg.get_int()
+    msg.rewind()
+    return code
+
+
 def status_error(
     kind: int, msg: Message, path: str, request: str = "write"
 ) -> RemoteFileError | None:
@@ -203,7 +203,7 @@ def status_error(
         return None  # 4 of a file's 5 replies: its message text is not worth decoding
     text = msg.get_text()
     if code == SFTP_NO_SUCH_FILE:
-        return RemoteFileError(path, "no such file or folder")
+        return RemoteFileMissing(path)
     if code == SFTP_PERMISSION_DENIED:
         return RemoteFileError(path, "permission denied")
     if code == SFTP_FAILURE:
@@ -222,7 +222,7 @@ def stat_each(
     def on_stat(path: str) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
             if kind == CMD_ATTRS:
-                attrs = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+                attrs = attrs_from_msg(msg)
                 found[path] = RemoteFile(
                     size=attrs.st_size or 0,
                     mtime_s=int(attrs.st_mtime or 0),
@@ -230,7 +230,7 @@ def stat_each(
                 )
                 return
             error = status_error(kind, msg, path, "stat")
-            missing = error is None or error.reason == "no such file or folder"
+            missing = error is None or isinstance(error, RemoteFileMissing)
             found[path] = None if missing else error
 
         return reply

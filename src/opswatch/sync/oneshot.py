@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildGap, unwatched_when
 from opswatch.core.rules import Router
+from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
-from opswatch.ssh.endpoint import resolve_endpoint
-from opswatch.ssh.remote import SshRemote
+from opswatch.ssh.remote import connected_remote
 from opswatch.sync.recording import open_recorder
 from opswatch.sync.syncer import PassReport, Syncer
 
@@ -20,17 +21,15 @@ from opswatch.sync.syncer import PassReport, Syncer
 @contextmanager
 def connected_syncer(config: Config, paths: StatePaths) -> Iterator[Syncer]:
     """A connected ``Syncer`` over the config's manifest, closed afterwards."""
-    remote = SshRemote(resolve_endpoint(config.remote))
-    manifest = Manifest(paths.ensure().manifest)
-    recorder = open_recorder(paths.history, config.history.max_bytes, config.local_root)
     router = Router.from_config(
         config, read_ignore_files(config.local_root, config.watched_folders)
     )
+    manifest = Manifest(paths.ensure().manifest)
+    recorder = open_recorder(paths.history, config.history.max_bytes, config.local_root)
     try:
-        remote.connect()
-        yield Syncer(config, remote, manifest, router, recorder)
+        with connected_remote(config.remote) as remote:
+            yield Syncer(config, remote, manifest, router, recorder)
     finally:
-        remote.close()
         manifest.close()
         if recorder is not None:
             recorder.history.close()
@@ -56,3 +55,14 @@ def report_to_json(report: PassReport) -> dict[str, object]:
         "refused": report.refused,
         "conflicts": [c.remote for c in report.conflicts],
     }
+
+
+def build_gaps(syncer: Syncer) -> list[BuildGap]:
+    """Sources the builds copy that the server lacks and no rule sends (after this pass)."""
+    return SourceCheck(syncer.config, syncer.router, syncer.remote.stat_many).gaps()
+
+
+def when_problems(config: Config) -> list[str]:
+    """``rebuild.service.when`` patterns no rule's folder reaches: they can never match."""
+    services = [(s.name, s.when) for s in config.rebuild.services]
+    return unwatched_when(services, config.watched_folders)

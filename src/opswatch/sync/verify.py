@@ -17,9 +17,11 @@ from pathlib import Path
 import structlog
 
 from opswatch.config import Config
+from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
 from opswatch.core.selection import EVERYTHING, Selection
-from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileError
+from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileMissing
+from opswatch.local.builds import SourceCheck
 from opswatch.local.scan import read_ignore_files, scan
 from opswatch.ssh.remote import SshRemote
 from opswatch.sync.progress import progress_bar
@@ -54,10 +56,12 @@ class VerifyReport:
     unselected: list[str] = field(default_factory=list)  # named paths no rule selects
     hashed_remotely: int = 0
     read_over_sftp: int = 0
+    build_gaps: list[BuildGap] = field(default_factory=list)  # a build would miss these
+    no_remote_hash: str | None = None  # why the server could not hash (SFTP-only, no -z …)
 
     @property
     def ok(self) -> bool:
-        return not self.differ and not self.missing and not self.unselected
+        return not self.differ and not self.missing and not self.unselected and not self.build_gaps
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -73,6 +77,8 @@ class VerifyReport:
             "unselected": self.unselected,
             "hashed_remotely": self.hashed_remotely,
             "read_over_sftp": self.read_over_sftp,
+            "build_gaps": [gap.to_json() for gap in self.build_gaps],
+            "no_remote_hash": self.no_remote_hash,
         }
 
 
@@ -108,14 +114,15 @@ def batches(paths: Sequence[str], budget: int = COMMAND_BUDGET) -> Iterator[list
 
 
 def hash_command(root: str, relatives: Iterable[str]) -> str:
-    """``sha256sum -z`` of ``relatives`` below ``root``; exit 127 when there is no sha256sum.
+    """``sha256sum -z`` of ``relatives`` below ``root``; exit 127 when there is no sha256sum
+    that knows ``-z`` (BusyBox's and macOS's do not: their names would come back escaped).
 
     Errors (a missing file) go to /dev/null: a path absent from the output was not hashed.
     """
     quoted = " ".join(shlex.quote(r) for r in relatives)
     return (
         f"cd -- {shlex.quote(root)} || exit 126; "
-        f"command -v sha256sum >/dev/null 2>&1 || exit {NO_SHA256SUM}; "
+        f"printf '' | sha256sum -z >/dev/null 2>&1 || exit {NO_SHA256SUM}; "
         f"sha256sum -z -- {quoted} 2>/dev/null; exit 0"
     )
 
@@ -171,8 +178,11 @@ def local_targets(
     return targets
 
 
-def _remote_hash_batch(remote: SshRemote, root: str, batch: list[Target]) -> dict[str, str] | None:
-    """remote path → sha256 for what ``sha256sum`` hashed; None when it could not run at all."""
+def _remote_hash_batch(
+    remote: SshRemote, root: str, batch: list[Target], report: VerifyReport
+) -> dict[str, str] | None:
+    """remote path → sha256 for what ``sha256sum`` hashed; None when it could not run at all
+    (the reason noted in ``report``)."""
     relatives = [posixpath.relpath(t.remote, root) for t in batch]
     chunks: list[str] = []
     timeout = COMMAND_BASE_TIMEOUT_S + sum(t.size for t in batch) / HASH_RATE
@@ -184,9 +194,15 @@ def _remote_hash_batch(remote: SshRemote, root: str, batch: list[Target]) -> dic
         if not remote.connected:
             raise
         log.info("no_remote_shell", error=str(exc))  # an sftp-only account, say
+        report.no_remote_hash = str(exc)
         return None
     if result.timed_out or result.exit_status == NO_SHA256SUM:
         log.info("no_remote_sha256sum", exit_status=result.exit_status)
+        report.no_remote_hash = (
+            "hashing on the server timed out"
+            if result.timed_out
+            else "the server has no `sha256sum -z` (GNU coreutils)"
+        )
         return None
     by_name = parse_sha256sum_z("\n".join(chunks))
     return {
@@ -198,10 +214,8 @@ def _sftp_sha256(remote: SshRemote, path: str) -> str | None:
     """Read the file over SFTP and hash it here; None when it is not there."""
     try:
         return hashlib.sha256(remote.read(path)).hexdigest()
-    except RemoteFileError as exc:
-        if "no such file" in exc.reason:
-            return None
-        raise
+    except RemoteFileMissing:
+        return None
 
 
 def remote_hashes(
@@ -213,7 +227,7 @@ def remote_hashes(
     done = 0
     for relatives in batches(list(by_relative), COMMAND_BUDGET):
         batch = [by_relative[r] for r in relatives]
-        hashed = _remote_hash_batch(remote, root, batch) if use_shell else None
+        hashed = _remote_hash_batch(remote, root, batch, report) if use_shell else None
         if hashed is None:
             use_shell = False  # one failure to run says the next batch fails too
             hashed = {}
@@ -252,11 +266,16 @@ def verify(
             report.missing.append(target)
         elif there != target.sha256:
             report.differ.append((target, there))
+    if only.everything:  # a check of named paths is about them, not about the builds
+        ignore_files = read_ignore_files(config.local_root, config.watched_folders)
+        router = Router.from_config(config, ignore_files)
+        report.build_gaps = SourceCheck(config, router, remote.stat_many).gaps()
     log.info(
         "verified",
         checked=report.checked,
         differ=len(report.differ),
         missing=len(report.missing),
+        build_gaps=len(report.build_gaps),
         hashed_remotely=report.hashed_remotely,
         read_over_sftp=report.read_over_sftp,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from test_rebuild import (
     DOCKERFILE,
     GATEWAY,
+    GATEWAY_SOURCES,
     DockerStub,
     Seeded,
     docker,  # noqa: F401
@@ -37,6 +38,7 @@ def test_touch_and_same_bytes_send_nothing_a_real_edit_builds_once(
     repo, remote_root = seeded.repo, seeded.remote_root
     config = seeded.write(rebuild=rebuild_table())
     docker.install(watch=remote_root / DOCKERFILE)
+    (remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     daemon = start_daemon(config, presync=True)
     local, remote = repo / DOCKERFILE, remote_root / DOCKERFILE
     before = remote.stat()

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from test_rebuild import (
     DOCKERFILE,
     GATEWAY,
+    GATEWAY_SOURCES,
     DockerStub,
     Seeded,
     docker,  # noqa: F401
@@ -32,9 +33,10 @@ from helpers import wait_until
 from opswatch.cli.main import cli
 from opswatch.daemon.control import ControlServer
 from opswatch.daemon.engine import Daemon
+from opswatch.daemon.requests import Pause, Reconnect, Resume
 from opswatch.paths import state_paths
 
-NEW_RUNBOOK = "docs/ops/runbooks/new.md"
+NEW_GATE = "docs/ops/quality_gates/new.sh"  # a new file no Dockerfile copies: it builds nothing
 
 
 def sha(data: bytes) -> str:
@@ -84,14 +86,14 @@ def served() -> Iterator[Callable[[Daemon, Path], None]]:
 
 def land_one_batch(daemon: Daemon, repo: Path) -> None:
     """An edit (with a mode change) and a new file, sent together as one batch."""
-    daemon.submit("pause").result(10)
+    daemon.submit(Pause()).result(10)
     dockerfile = repo / DOCKERFILE
     dockerfile.write_text(dockerfile.read_text() + "# edit 1\n")
     dockerfile.chmod(0o600)
-    (repo / NEW_RUNBOOK).write_text("# new\n")
-    wanted = {DOCKERFILE, NEW_RUNBOOK}
+    (repo / NEW_GATE).write_text("# new\n")
+    wanted = {DOCKERFILE, NEW_GATE}
     wait_until(lambda: wanted <= set(daemon.status().pending_paths))
-    daemon.submit("resume").result(30)
+    daemon.submit(Resume()).result(30)
 
 
 def test_batches_are_recorded_undone_and_undone_again(
@@ -106,6 +108,7 @@ def test_batches_are_recorded_undone_and_undone_again(
     service = {"name": GATEWAY, "health": health_server([200])}
     config = seeded.write(rebuild=rebuild_table(service=[service]))
     docker.install(watch=remote_root / DOCKERFILE)
+    (remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     daemon = start_daemon(config, presync=True)
     served(daemon, config)
     old = (repo / DOCKERFILE).read_bytes()
@@ -119,7 +122,7 @@ def test_batches_are_recorded_undone_and_undone_again(
     assert files[DOCKERFILE]["before"] == sha(old)
     assert files[DOCKERFILE]["after"] == sha((repo / DOCKERFILE).read_bytes())
     assert (files[DOCKERFILE]["mode_before"], files[DOCKERFILE]["mode_after"]) == (0o644, 0o600)
-    assert files[NEW_RUNBOOK]["created"] is True
+    assert files[NEW_GATE]["created"] is True
     assert [(r["service"], r["ok"]) for r in newest["rebuilds"]] == [(GATEWAY, True)]
     calls = len(docker.calls())
 
@@ -129,10 +132,10 @@ def test_batches_are_recorded_undone_and_undone_again(
     assert f"{GATEWAY}: ok: build, up: ok; health: " in done.output  # checked, as any batch
     remote = remote_root / DOCKERFILE
     assert remote.read_bytes() == old and remote.stat().st_mode & 0o777 == 0o644
-    assert not (remote_root / NEW_RUNBOOK).exists()
+    assert not (remote_root / NEW_GATE).exists()
     assert [c.seen for c in docker.calls()[calls:]] == ['CMD ["node", "dist/index.js"]'] * 2
     status = daemon.status().to_json()
-    assert status["rolled_back"] == [DOCKERFILE, NEW_RUNBOOK]
+    assert status["rolled_back"] == [DOCKERFILE, NEW_GATE]
     assert status["pending"] == 0
     undo = history_json(config)[0]
     assert (undo["kind"], undo["undoes"]) == ("undo", newest["id"])
@@ -142,7 +145,7 @@ def test_batches_are_recorded_undone_and_undone_again(
     assert done.exit_code == 0, done.output
     assert remote.read_bytes() == (repo / DOCKERFILE).read_bytes()
     assert remote.stat().st_mode & 0o777 == 0o600
-    assert (remote_root / NEW_RUNBOOK).read_text() == "# new\n"
+    assert (remote_root / NEW_GATE).read_text() == "# new\n"
     assert daemon.status().to_json()["rolled_back"] == []
 
 
@@ -155,6 +158,7 @@ def test_undo_refuses_a_file_changed_on_the_server_and_names_it(
     repo, remote_root = seeded.repo, seeded.remote_root
     config = seeded.write(rebuild=rebuild_table())
     docker.install()
+    (remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     daemon = start_daemon(config, presync=True)
     served(daemon, config)
     land_one_batch(daemon, repo)
@@ -165,7 +169,7 @@ def test_undo_refuses_a_file_changed_on_the_server_and_names_it(
     assert done.exit_code == 1
     assert f"{remote} changed on the server since" in done.output
     assert remote.read_text() == "FROM changed-by-hand\n"
-    assert (remote_root / NEW_RUNBOOK).exists()
+    assert (remote_root / NEW_GATE).exists()
     done = opswatch(config, "undo", "--force")
     assert done.exit_code == 0, done.output
     assert remote.read_text() == (repo / DOCKERFILE).read_text().replace("# edit 1\n", "")
@@ -183,7 +187,7 @@ def test_a_rolled_back_file_goes_again_when_edited(
     wait_until(lambda: daemon.status().uploaded == 1)
     assert opswatch(config, "undo").exit_code == 0
     assert daemon.status().to_json()["rolled_back"] == ["docs/ops/runbooks/deploy.md"]
-    daemon.submit("reconnect").result(10)  # the reconcile after it must not send it again
+    daemon.submit(Reconnect()).result(10)  # the reconcile after it must not send it again
     wait_until(lambda: daemon.status().to_json().get("reconciles", 0) >= 2)
     assert (remote_root / "docs/ops/runbooks/deploy.md").read_text() != "# v2\n"
     runbook.write_text("# v3\n")
@@ -281,6 +285,7 @@ def test_one_shot_undo_rebuilds_what_it_put_back(seeded: Seeded, docker: DockerS
     repo, remote_root = seeded.repo, seeded.remote_root
     config = seeded.write(rebuild=rebuild_table())
     docker.install(watch=remote_root / DOCKERFILE)
+    (remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     assert opswatch(config, "sync").exit_code == 0
     dockerfile = repo / DOCKERFILE
     old = dockerfile.read_text()

@@ -27,12 +27,13 @@ from opswatch.daemon.engine import Daemon
 from opswatch.demo.sshd import LocalSshd
 from opswatch.rebuild.health import check_health
 from opswatch.rebuild.worker import RebuildHook
-from opswatch.ssh.endpoint import resolve_endpoint
-from opswatch.ssh.remote import SshRemote
+from opswatch.ssh.remote import SshRemote, connected_remote
 
 GATEWAY = "coda-mcp-gateway"
 DOCKERFILE = f"docs/ops/Dockerfile.{GATEWAY}"
 COMPOSE = "docs/ops/docker-compose.production.yml"
+GATEWAY_SOURCES = "integrations/mcp/servers/coda"
+DEMO_SOURCES = "docs/ops/runbooks"
 MIB = 1024 * 1024
 
 
@@ -172,6 +173,7 @@ def test_a_dockerfile_edit_builds_then_ups_that_service_once_after_it_landed(
     service = {"name": GATEWAY, "health": url}
     config = seeded.write(rebuild=rebuild_table(service=[service], health_timeout_s=30))
     docker.install(watch=remote_root / DOCKERFILE)
+    (remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     daemon = start_synced(config)
     (repo / DOCKERFILE).write_text((repo / DOCKERFILE).read_text() + "# edit 1\n")
     wait_until(lambda: daemon.status().rebuilds, 30)
@@ -215,7 +217,7 @@ def test_a_compose_edit_checks_then_applies(
     assert (result.service, result.ok) == ("*", True)
 
 
-def test_a_runbook_edit_or_an_injection_name_runs_nothing(
+def test_a_file_no_dockerfile_copies_or_an_injection_name_runs_nothing(
     seeded: Seeded,
     start_synced: StartDaemon,
     docker: DockerStub,
@@ -224,7 +226,7 @@ def test_a_runbook_edit_or_an_injection_name_runs_nothing(
     config = seeded.write(rebuild=rebuild_table())
     docker.install()
     daemon = start_synced(config)
-    (repo / "docs/ops/runbooks/deploy.md").write_text("# Deploy\n\nchanged\n")
+    (repo / "docs/ops/quality_gates/check.sh").write_text("#!/bin/sh\necho changed\n")
     wait_until(settled(daemon, 1))
     injection = "Dockerfile.$(touch injected)"
     (repo / "docs/ops" / injection).write_text("FROM scratch\n")
@@ -301,6 +303,7 @@ def test_rebuild_command_exit_codes(
     remote_root = seeded.remote_root
     config = seeded.write(rebuild=rebuild_table())
     (remote_root / "ops").mkdir()
+    (remote_root / DEMO_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     runner = CliRunner()
     docker.install()
     done = runner.invoke(cli, ["--config", str(config), "rebuild", "demo"])
@@ -338,6 +341,7 @@ def test_a_build_past_its_timeout_is_stopped_on_the_server(
     pids = tmp_path / "pids"
     config = write_config(repo, sshd_server, remote_root, rebuild=rebuild_table(timeout_s=1))
     (remote_root / "ops").mkdir()
+    (remote_root / DEMO_SOURCES).mkdir(parents=True)
     docker.install(then=f"sleep 600 & echo $$ $! > '{pids}'; wait")
     (result,) = run_rebuild(load_config(config), ("demo",))
     assert not result.ok
@@ -354,10 +358,8 @@ def connected(
     repo: Path, sshd_server: LocalSshd, remote_root: Path, write_config: Callable[..., Path]
 ) -> Iterator[SshRemote]:
     config = load_config(write_config(repo, sshd_server, remote_root))
-    remote = SshRemote(resolve_endpoint(config.remote))
-    remote.connect()
-    yield remote
-    remote.close()
+    with connected_remote(config.remote) as remote:
+        yield remote
 
 
 def test_5_mib_on_both_streams_does_not_deadlock(connected: SshRemote) -> None:

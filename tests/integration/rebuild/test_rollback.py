@@ -16,6 +16,7 @@ from test_rebuild import (
     COMPOSE,
     DOCKERFILE,
     GATEWAY,
+    GATEWAY_SOURCES,
     DockerStub,
     Seeded,
     docker,  # noqa: F401
@@ -67,6 +68,7 @@ def deploy_broken(
     table = rebuild_table(service=[service], health_timeout_s=1, on_failure=on_failure)
     config = seeded.write(rebuild=table)
     docker.install(watch=seeded.remote_root / DOCKERFILE)
+    (seeded.remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     daemon = start_daemon(config, presync=True)
     local = seeded.repo / DOCKERFILE
     local.write_text(local.read_text() + BROKEN + "\n")
@@ -97,8 +99,8 @@ def test_a_failed_health_check_rolls_the_batch_back_rebuilds_and_checks_again(
     assert (result.ok, result.rolled_back, result.batch) == (False, True, failed_batch)
     assert result.detail.startswith("health failed (HTTP 502), rolled back to batch 1 (healthy)")
     assert status["rolled_back"] == [DOCKERFILE] and status["pending"] == 0
-    assert daemon.recorder is not None
-    (rollback,) = daemon.recorder.history.batches(1)
+    assert daemon.history.recorder is not None
+    (rollback,) = daemon.history.recorder.history.batches(1)
     assert (rollback.kind, rollback.undoes) == ("rollback", failed_batch)
 
 
@@ -140,6 +142,7 @@ def test_a_failed_build_rolls_nothing_back(
     service = {"name": GATEWAY, "health": health_of(remote)}
     config = seeded.write(rebuild=rebuild_table(service=[service], on_failure="rollback"))
     docker.install(then="exit 1")
+    (seeded.remote_root / GATEWAY_SOURCES).mkdir(parents=True)  # what its Dockerfile copies
     daemon = start_daemon(config, presync=True)
     local = seeded.repo / DOCKERFILE
     local.write_text(local.read_text() + BROKEN + "\n")

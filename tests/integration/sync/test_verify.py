@@ -13,8 +13,7 @@ import pytest
 from daemon_process import opswatch
 from opswatch.config import load_config
 from opswatch.demo.sshd import LocalSshd
-from opswatch.ssh.endpoint import resolve_endpoint
-from opswatch.ssh.remote import SshRemote
+from opswatch.ssh.remote import connected_remote
 from opswatch.sync import verify as verify_module
 
 pytestmark = pytest.mark.sshd
@@ -120,12 +119,8 @@ def test_many_files_go_in_several_batches(
     (remote_root / "docs/ops/runbooks/many/page 042.md").write_text("tampered\n")
     monkeypatch.setattr(verify_module, "COMMAND_BUDGET", 300)  # a handful of paths per command
     config = load_config(synced)
-    remote = SshRemote(resolve_endpoint(config.remote))
-    remote.connect()
-    try:
+    with connected_remote(config.remote) as remote:
         report = verify_module.verify(config, remote, show_progress=False)
-    finally:
-        remote.close()
     assert (report.checked, report.hashed_remotely, report.read_over_sftp) == (66, 66, 0)
     assert [t.local for t, _ in report.differ] == ["docs/ops/runbooks/many/page 042.md"]
     assert not report.missing

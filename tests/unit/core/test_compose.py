@@ -14,9 +14,9 @@ from opswatch.core.compose import (
     load_compose,
     own_context,
     read_project,
-    valid_service_name,
 )
 from opswatch.errors import LocalFileError
+from opswatch.model import valid_service_name
 
 ROOT = "/root/portfolio"
 COMPOSE_DIR = f"{ROOT}/ops"

@@ -20,11 +20,12 @@ from opswatch.daemon.control import (
     PROTOCOL_VERSION,
     ControlClient,
     ControlServer,
-    DaemonLock,
     check_socket_path,
     peer_uid,
 )
+from opswatch.daemon.lock import DaemonLock
 from opswatch.daemon.notify import DesktopNotifier, StatusMonitor, notice_command, summary
+from opswatch.daemon.requests import ControlRequest, Flush, Pause, Resume
 from opswatch.errors import AlreadyRunningError, NotRunningError, OpswatchError, UsageError
 from opswatch.model import RebuildResult, State, Status
 from opswatch.paths import StatePaths
@@ -34,13 +35,18 @@ from opswatch.paths import StatePaths
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), ("90", 90)],
+    [
+        *[("30s", 30), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("1d", 86400), ("90", 90)],
+        ("365d", 365 * 86400),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "10x", "0s", "-5m", "m10", "1h 30m"])
+@pytest.mark.parametrize(
+    "text", ["", "soon", "10x", "0s", "-5m", "m10", "1h 30m", "100000000d", "366d", "9" * 400]
+)
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -93,6 +99,14 @@ def test_human_status_shows_errors_rebuilds_conflicts_held_and_pause_end() -> No
             conflicts=["/root/portfolio/ops/docker-compose.production.yml"],
             held=2,
             held_paths=["a", "b"],
+            build_gaps=[
+                {
+                    "service": "coda-mcp-gateway",
+                    "source": "src/package.json",
+                    "instruction": "COPY",
+                    "reason": "not on the server and no rule sends it",
+                }
+            ],
         ),
         NOW,
     )
@@ -102,6 +116,8 @@ def test_human_status_shows_errors_rebuilds_conflicts_held_and_pause_end() -> No
     assert "rebuild:     demo FAILED at" in text and "build failed: exit 1" in text
     assert "conflicts:   /root/portfolio/ops/docker-compose.production.yml" in text
     assert "held:        2 file(s) waiting for `opswatch flush`: a, b" in text
+    gap = "coda-mcp-gateway: COPY src/package.json: not on the server and no rule sends it"
+    assert f"build gap:   {gap}" in text
 
 
 # -- the control protocol against a stand-in daemon ----------------------------------------------
@@ -112,19 +128,19 @@ class StandInDaemon:
 
     def __init__(self) -> None:
         self.stopping = threading.Event()
-        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[ControlRequest] = []
         self.hold = False
 
     def status(self) -> Status:
         return Status(State.WATCHING, True, "droplet", pid=os.getpid())
 
-    def submit(self, name: str, **args: Any) -> Future[dict[str, Any]]:
-        self.requests.append((name, args))
-        future: Future[dict[str, Any]] = Future()
-        if name == "flush":
+    def submit(self, request: ControlRequest) -> Future[dict[str, object]]:
+        self.requests.append(request)
+        future: Future[dict[str, object]] = Future()
+        if isinstance(request, Flush):
             future.set_exception(OpswatchError("2 file(s) failed: disk full"))
         elif not self.hold:
-            future.set_result({"echo": name, **args})
+            future.set_result({"echo": request.command, **vars(request)})
         return future
 
 
@@ -152,7 +168,7 @@ def test_engine_commands_are_forwarded_with_their_arguments(
     client = ControlClient(paths, "cfg")
     assert client.request("pause", seconds=30.0) == {"echo": "pause", "seconds": 30.0}
     assert client.request("resume") == {"echo": "resume"}
-    assert daemon.requests == [("pause", {"seconds": 30.0}), ("resume", {})]
+    assert daemon.requests == [Pause(30.0), Resume()]
 
 
 def test_a_failed_request_keeps_its_message_and_exit_code(

@@ -1,0 +1,62 @@
+"""What a watcher event means: a change to keep pending, an ignore file to read again, a folder
+to scan or to forget, a reconcile when the kernel dropped events. Engine thread only."""
+
+from __future__ import annotations
+
+import structlog
+
+from opswatch.config import Config
+from opswatch.core.rules import IGNORE_FILE, Router, Verdict
+from opswatch.daemon.sender import Sender
+from opswatch.local.manifest import Manifest
+from opswatch.local.scan import read_ignore_file, scan
+from opswatch.local.watcher import EventsLost, FolderAppeared, FolderGone
+from opswatch.model import Change, ChangeKind
+
+log = structlog.get_logger("opswatch.daemon")
+
+
+class WatchedEvents:
+    def __init__(self, config: Config, router: Router, manifest: Manifest, sender: Sender) -> None:
+        self.config = config
+        self.router = router
+        self.manifest = manifest
+        self.sender = sender
+
+    def handle(self, event: object) -> None:
+        if isinstance(event, Change):
+            self._change(event)
+        elif isinstance(event, FolderAppeared):
+            self._folder_appeared(event.path)
+        elif isinstance(event, FolderGone):
+            for entry in self.manifest.all().values():
+                if entry.local.startswith(event.path + "/"):
+                    self.sender.add(Change(entry.local, ChangeKind.DELETED))
+        elif isinstance(event, EventsLost):
+            if not self.sender.needs_reconcile:  # watchdog reports one overflow on several loggers
+                log.warning("events_lost", reason=event.reason, action="reconcile")
+            self.sender.needs_reconcile = True
+
+    def _change(self, change: Change) -> None:
+        if change.path.endswith("/" + IGNORE_FILE) or change.path == IGNORE_FILE:
+            folder = change.path.rpartition("/")[0]
+            full = self.config.local_root / change.path
+            lines = read_ignore_file(full) if full.exists() else None
+            self.router.set_ignore_file(folder, lines)
+            self.sender.needs_reconcile = True  # files it no longer ignores must go now
+            return
+        decision = self.router.decide(change.path)
+        if decision.verdict is Verdict.REFUSED:
+            log.debug("never", path=change.path, reason=decision.reason)
+            return
+        if decision.verdict is Verdict.ROUTED or self.manifest.for_local(change.path):
+            self.sender.add(change)
+
+    def _folder_appeared(self, folder: str) -> None:
+        if self.router.excluded_folder(folder):
+            return
+        index = scan(
+            self.config.local_root, self.router, self.config.watched_folders, within=folder
+        )
+        for path in index.files:
+            self.sender.add(Change(path, ChangeKind.CREATED))
