@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from opswatch.errors import ConnectError, OpswatchError, RemoteError
+from opswatch.errors import ConnectError, OpswatchError, RemoteError, RemoteFileMissing
 from opswatch.model import RemoteFile
 from opswatch.ssh.transfer import UploadJob, UploadOutcome
 
@@ -122,6 +122,13 @@ class FakeRemote:
     def read(self, path: str) -> bytes:
         self._check()
         return self.files[path].content
+
+    def set_mtime(self, path: str, mtime_s: int) -> None:
+        self._check()
+        stored = self.files.get(path)
+        if stored is None:
+            raise RemoteFileMissing(path)
+        self.files[path] = StoredFile(stored.content, stored.mode, mtime_s)
 
     # -- what someone else does on the server ------------------------------------------------
 

@@ -70,7 +70,17 @@ class RebuildConfig:
     check: str = "docker compose config -q"
     timeout_s: int = 900
     health_timeout_s: int = 60
+    on_failure: str = "keep"  # keep | rollback: what a failed health check after `up` does
     services: tuple[ServiceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    max_mb: int = 200
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_mb * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class Config:
     rules: tuple[Rule, ...]
     rebuild: RebuildConfig
     notify: bool = False
+    history: HistoryConfig = HistoryConfig()
 
     @property
     def watched_folders(self) -> tuple[str, ...]:
@@ -108,6 +119,7 @@ SYNC_KEYS = _keys(SyncConfig)
 RULE_KEYS = _keys(Rule, source="from")
 REBUILD_KEYS = _keys(RebuildConfig, services="service")
 SERVICE_KEYS = _keys(ServiceConfig)
+HISTORY_KEYS = _keys(HistoryConfig)
 
 
 def _is_within(path: str, folder: str) -> bool:
@@ -334,6 +346,9 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
     mode = reader.string(table, "rebuild", "mode") or defaults.mode
     if mode not in ("off", "auto"):
         reader.problem("rebuild.mode", f'expected "off" or "auto", got "{mode}"')
+    on_failure = reader.string(table, "rebuild", "on_failure") or defaults.on_failure
+    if on_failure not in ("keep", "rollback"):
+        reader.problem("rebuild.on_failure", f'expected "keep" or "rollback", got "{on_failure}"')
     compose_dir = reader.string(table, "rebuild", "compose_dir") or defaults.compose_dir
     compose_dir = _relative_posix(reader, "rebuild.compose_dir", compose_dir) or ""
     raw_services = table.get("service", [])
@@ -361,8 +376,14 @@ def _parse_rebuild(reader: _Reader, doc: Mapping[str, Any]) -> RebuildConfig:
         health_timeout_s=reader.integer(
             table, "rebuild", "health_timeout_s", defaults.health_timeout_s
         ),
+        on_failure=on_failure,
         services=tuple(services),
     )
+
+
+def _parse_history(reader: _Reader, doc: Mapping[str, Any]) -> HistoryConfig:
+    table = reader.table(doc, "history", HISTORY_KEYS)
+    return HistoryConfig(max_mb=reader.integer(table, "history", "max_mb", HistoryConfig.max_mb))
 
 
 def parse_config(doc: Mapping[str, Any], source: Path, shown: str | None = None) -> Config:
@@ -385,6 +406,7 @@ def parse_config(doc: Mapping[str, Any], source: Path, shown: str | None = None)
         rules=_parse_rules(reader, doc),
         rebuild=_parse_rebuild(reader, doc),
         notify=reader.boolean(doc, "", "notify", False),
+        history=_parse_history(reader, doc),
     )
     if problems:
         raise ConfigError(problems)

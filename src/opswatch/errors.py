@@ -7,6 +7,7 @@
     ├── AlreadyRunningError       another daemon holds this config's state folder
     ├── StateError                exit 2: the state folder, or a file in it, can't be written
     ├── LocalFileError            a local file could not be read (vanished, permissions)
+    ├── HistoryError              the deploy history could not be read or written
     └── RemoteError               anything between us and the server
         ├── ConnectError          the server can't be reached, or the connection dropped
         ├── AuthError             the server refused every key we offered
@@ -61,6 +62,10 @@ class StateError(OpswatchError):
 
 
 class LocalFileError(OpswatchError):
+    pass
+
+
+class HistoryError(OpswatchError):
     pass
 
 

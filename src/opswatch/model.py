@@ -169,6 +169,8 @@ class RebuildResult:
     ok: bool
     at: str  # ISO 8601
     detail: str
+    batch: int | None = None  # the deploy history's batch that caused it
+    rolled_back: bool = False  # health failed and the batch's files were put back
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ class Status:
     build_gaps: tuple[dict[str, object], ...] = ()  # sources a build needs the server lacks
     reconciles: int = 0  # since start
     last_reconcile: str | None = None
+    last_batch: dict[str, object] | None = None  # the deploy history's newest: id, at, commit
+    rolled_back: tuple[str, ...] = ()  # local files an undo left differing from the server
     pid: int = 0
     config: str = ""
 
@@ -213,7 +217,14 @@ class Status:
             "removed": self.removed,
             "connected_since": self.connected_since,
             "rebuilds": [
-                {"service": r.service, "ok": r.ok, "at": r.at, "detail": r.detail}
+                {
+                    "service": r.service,
+                    "ok": r.ok,
+                    "at": r.at,
+                    "detail": r.detail,
+                    "batch": r.batch,
+                    "rolled_back": r.rolled_back,
+                }
                 for r in self.rebuilds
             ],
             "conflicts": list(self.conflicts),
@@ -223,6 +234,8 @@ class Status:
             "build_gaps": list(self.build_gaps),
             "reconciles": self.reconciles,
             "last_reconcile": self.last_reconcile,
+            "last_batch": self.last_batch,
+            "rolled_back": list(self.rolled_back),
             "pid": self.pid,
             "config": self.config,
         }

@@ -42,6 +42,11 @@ class StatePaths:
         return self.runtime / "daemon.lock"
 
     @property
+    def history(self) -> Path:
+        """The deploy history: ``history.sqlite``, records and the bytes of each version."""
+        return self.state / "history"
+
+    @property
     def conflicts(self) -> Path:
         return self.state / "conflicts"
 

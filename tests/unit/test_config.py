@@ -43,6 +43,8 @@ def test_minimal_config_has_the_documented_defaults() -> None:
     assert config.sync.delete is False
     assert config.sync.hold_over == 100
     assert config.rebuild.mode == "off"
+    assert config.rebuild.on_failure == "keep"
+    assert config.history.max_bytes == 200 * 1024 * 1024
     assert config.watched_folders == ("docs/ops",)
 
 
@@ -52,6 +54,12 @@ def test_minimal_config_has_the_documented_defaults() -> None:
         (with_(sync={"debounce_ms": "fast"}), 'sync.debounce_ms: expected an integer, got "fast"'),
         (with_(sync={"delete": "yes"}), 'sync.delete: expected true or false, got "yes"'),
         (with_(sync={"nevr": [".env"]}), "sync.nevr: unknown key"),
+        (
+            with_(rebuild={"on_failure": "retry"}),
+            'rebuild.on_failure: expected "keep" or "rollback", got "retry"',
+        ),
+        (with_(history={"max_mb": -1}), "history.max_mb: expected a number >= 0, got -1"),
+        (with_(history={"max_gb": 1}), "history.max_gb: unknown key"),
         (with_(sync={"never": ["!.env"]}), "negations are not allowed"),
         (
             with_(remote={"root": "~deploy/portfolio"}),

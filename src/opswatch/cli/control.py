@@ -157,7 +157,23 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     for gap in status.get("build_gaps", []):
         source = f"{gap.get('instruction', 'COPY')} {gap.get('source')}"
         lines.append(f"build gap:   {gap.get('service')}: {source}: {gap.get('reason', '')}")
+    lines += _history_lines(status, now)
     return "\n".join(lines)
+
+
+def _history_lines(status: dict[str, Any], now: datetime) -> list[str]:
+    lines = []
+    batch = status.get("last_batch")
+    if isinstance(batch, dict):
+        at = _when(batch.get("at"), now)
+        commit = f", commit {str(batch['commit'])[:9]}" if batch.get("commit") else ""
+        when = f" at {_local(at, now)}" if at else ""
+        lines.append(f"last batch:  {batch.get('id')}{when}{commit} (`opswatch history`)")
+    rolled = status.get("rolled_back") or []
+    if rolled:
+        paths = _paths(rolled, len(rolled))
+        lines.append(f"rolled back: {paths} (sent again when edited, or by `opswatch flush`)")
+    return lines
 
 
 # -- commands --------------------------------------------------------------------------------

@@ -137,8 +137,16 @@ cli.add_command(rebuild_cli.rebuild)
 # First run and daily use; these modules import their heavy parts only when a command runs.
 from opswatch.cli import daily as daily_cli  # noqa: E402
 from opswatch.cli import demo as demo_cli  # noqa: E402
+from opswatch.cli import history as history_cli  # noqa: E402
+from opswatch.cli import undo as undo_cli  # noqa: E402
 
-for _command in (daily_cli.init, daily_cli.verify, demo_cli.demo):
+for _command in (
+    daily_cli.init,
+    daily_cli.verify,
+    demo_cli.demo,
+    history_cli.history,
+    undo_cli.undo,
+):
     cli.add_command(_command)
 
 

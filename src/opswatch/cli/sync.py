@@ -71,7 +71,7 @@ def run_sync(
             return 1 if unselected else 0
         total = len(plan.actions)
         with progress_bar("syncing", total, enabled=not as_json) as advance:
-            report = syncer.execute(plan, progress=advance)
+            report = syncer.execute(plan, progress=advance, kind="sync")
         gaps = build_gaps(syncer)
     if as_json:
         shown = {**report_to_json(report), "build_gaps": [g.to_json() for g in gaps]}

@@ -25,9 +25,10 @@ from opswatch.config import Config
 from opswatch.core.rules import Router
 from opswatch.daemon.events import WatchedEvents
 from opswatch.daemon.guard import Guard, Unit, describe
+from opswatch.daemon.history import HistoryKeeper
 from opswatch.daemon.link import PROBE_DEADLINE_S, PROBE_INTERVAL_S, LinkKeeper
 from opswatch.daemon.pause import PauseStore
-from opswatch.daemon.requests import ControlRequest, RequestHandlers, Result
+from opswatch.daemon.requests import EngineRequest, RequestHandlers, Result
 from opswatch.daemon.sender import AfterBatch, Sender
 from opswatch.daemon.status import StatusBuilder
 from opswatch.errors import ConnectError, OpswatchError
@@ -37,6 +38,7 @@ from opswatch.local.watcher import Watcher
 from opswatch.model import RebuildResult, State, Status
 from opswatch.paths import StatePaths
 from opswatch.ssh.remote import Remote
+from opswatch.sync.recording import open_recorder
 from opswatch.sync.syncer import Syncer
 
 log = structlog.get_logger("opswatch.daemon")
@@ -49,7 +51,7 @@ TICK_S = 1.0  # the longest the engine waits for an event before looking at its 
 class Submitted:
     """A control request on its way to the engine; ``result`` is resolved there."""
 
-    request: ControlRequest
+    request: EngineRequest
     result: Future[Result]
 
 
@@ -85,12 +87,15 @@ class Daemon:
         )
         self.manifest = Manifest(paths.manifest)
         self.pause = PauseStore(paths.pause_file, wall)
+        recorder = open_recorder(paths.history, config.history.max_bytes, config.local_root)
+        self.history = HistoryKeeper(recorder, remote, self.manifest, config.local_root)
         self.sender = Sender(
             config,
-            Syncer(config, remote, self.manifest, self.router),
+            Syncer(config, remote, self.manifest, self.router, recorder),
             self.router,
             self.link,
             self.guard,
+            self.history,
             clock=clock,
             wall=wall,
             failed_retry_s=failed_retry_s,
@@ -105,6 +110,8 @@ class Daemon:
             clock=clock,
             connect_now=self._connect_now,
             status=self.status,
+            history=self.history,
+            connected=lambda: remote.connected,
         )
         self.status_builder = StatusBuilder(
             host=config.remote.host,
@@ -116,6 +123,7 @@ class Daemon:
             guard=self.guard,
             rebuilds=self.rebuilds,
             build_gaps=lambda: self.build_gaps,
+            history=self.history,
         )
         self.watched = WatchedEvents(config, self.router, self.manifest, self.sender)
         self.watcher = (
@@ -131,7 +139,7 @@ class Daemon:
 
     # -- thread-safe API -------------------------------------------------------------------------
 
-    def submit(self, request: ControlRequest) -> Future[Result]:
+    def submit(self, request: EngineRequest) -> Future[Result]:
         submitted = Submitted(request, Future())
         self.events.put(submitted)
         return submitted.result
@@ -211,7 +219,7 @@ class Daemon:
         return min(now + TICK_S, self.sender.deadline())
 
     def _shut_down(self) -> None:
-        steps = [self.remote.close, self.manifest.close]
+        steps = [self.remote.close, self.manifest.close, self.history.close]
         if self.watcher is not None:
             steps.insert(0, self.watcher.stop)
         for step in steps:
@@ -254,6 +262,7 @@ class Daemon:
 
     def _on_rebuilt(self, result: RebuildResult) -> None:
         self.rebuilds[result.service] = result
+        self.history.rebuilt(result)
         if not result.ok:
             first = result.detail.splitlines()[0] if result.detail else "failed"
             self.sender.error = f"rebuild {result.service}: {first}"

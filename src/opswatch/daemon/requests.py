@@ -5,6 +5,9 @@ A request from the socket is data, never code. Its command is looked up in ``COM
 arguments are checked there (names, types, bounds) before anything reaches the engine; what does
 not parse is a ``UsageError``, which the control server answers with ``ok: false``. A new command
 is a dataclass, a row in ``COMMANDS`` and a case in ``RequestHandlers.handle``.
+
+``RollBack`` is the one request that is not in ``COMMANDS``: the rebuild worker sends it to the
+engine (which owns the SFTP channel) when a health check failed; the socket can't.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import TYPE_CHECKING, ClassVar, assert_never
 import structlog
 
 from opswatch.daemon.pause import MAX_PAUSE_S
-from opswatch.errors import RemoteError, UsageError
+from opswatch.errors import ConnectError, RemoteError, UsageError
 from opswatch.model import Status
 from opswatch.model import iso_time as iso
 
 if TYPE_CHECKING:
+    from opswatch.daemon.history import HistoryKeeper
     from opswatch.daemon.link import LinkKeeper
     from opswatch.daemon.pause import PauseStore
     from opswatch.daemon.sender import Sender
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("opswatch.daemon")
 
 Result = dict[str, object]
+MAX_BATCH = 2**63 - 1  # a batch number is an SQLite row id
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,29 @@ class Reconnect:
     command: ClassVar[str] = "reconnect"
 
 
-ControlRequest = StatusQuery | Pause | Resume | Flush | Reconnect
+@dataclass(frozen=True)
+class Undo:
+    """Put the server back as before ``batch`` (None: the newest that changed files), refusing
+    over later changes unless ``force``; answered once the files are back (the rebuilds of what
+    went back are queued, as for a forward batch)."""
+
+    command: ClassVar[str] = "undo"
+    batch: int | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """Internal, from the rebuild worker: ``paths`` of ``batch`` go back because a service
+    failed its health check. No rebuilds follow: the worker rebuilds itself."""
+
+    command: ClassVar[str] = "rollback"
+    batch: int
+    paths: tuple[str, ...]
+
+
+ControlRequest = StatusQuery | Pause | Resume | Flush | Reconnect | Undo
+EngineRequest = ControlRequest | RollBack  # what the engine handles: the socket's, and RollBack
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -106,6 +133,18 @@ def _parse_pause(args: Mapping[str, object]) -> ControlRequest:
     return Pause(float(seconds))
 
 
+def _parse_undo(args: Mapping[str, object]) -> ControlRequest:
+    _only("undo", args, frozenset({"batch", "force"}))
+    batch, force = args.get("batch"), args.get("force", False)
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)):
+        raise _bad("undo", "`batch` must be a batch number, or null for the last one")
+    if batch is not None and not 0 < batch <= MAX_BATCH:
+        raise _bad("undo", f"`batch` must be more than 0 and at most {MAX_BATCH}")
+    if not isinstance(force, bool):
+        raise _bad("undo", "`force` must be true or false")
+    return Undo(batch, force)
+
+
 Parser = Callable[[Mapping[str, object]], ControlRequest]
 
 # The commands the socket accepts: name → the parser of its arguments.
@@ -115,6 +154,7 @@ COMMANDS: Mapping[str, Parser] = {
     Resume.command: _no_arguments(Resume),
     Flush.command: _no_arguments(Flush),
     Reconnect.command: _no_arguments(Reconnect),
+    Undo.command: _parse_undo,
 }
 
 
@@ -144,6 +184,8 @@ class RequestHandlers:
         clock: Callable[[], float],
         connect_now: Callable[[], None],
         status: Callable[[], Status],
+        history: HistoryKeeper,
+        connected: Callable[[], bool],
     ) -> None:
         self.sender = sender
         self.pause = pause
@@ -151,8 +193,10 @@ class RequestHandlers:
         self.clock = clock
         self.connect_now = connect_now  # raises ConnectError when the server can't be reached
         self.status = status
+        self.history = history
+        self.connected = connected
 
-    def handle(self, request: ControlRequest) -> Result:
+    def handle(self, request: EngineRequest) -> Result:
         match request:
             case StatusQuery():
                 return self.status().to_json()
@@ -165,6 +209,11 @@ class RequestHandlers:
             case Reconnect():
                 self.link.reconnect(self.clock())
                 return {}
+            case Undo(batch=batch, force=force):
+                return self._undo(batch, force)
+            case RollBack(batch=batch, paths=paths):
+                with self.sender.syncing_pass():
+                    return {"to": self.history.roll_back(batch, paths)}
         assert_never(request)
 
     def _pause(self, seconds: float | None) -> Result:
@@ -193,3 +242,21 @@ class RequestHandlers:
             count = len(report.failed) + len(report.refused)
             raise RemoteError(f"{count} file(s) failed: {self.sender.error}")
         return {"sent": len(report.uploaded) + len(report.removed), "failed": {}}
+
+    def _undo(self, batch: int | None, force: bool) -> Result:
+        """``opswatch undo``: the files go back here, on the engine thread; the command waits
+        for the rebuilds in the history, when this daemon rebuilds at all."""
+        undoer = self.history.undoer()
+        if not self.connected():
+            raise ConnectError(self.link.error or "not connected")
+        with self.sender.syncing_pass():
+            done = undoer.undo(batch, force=force)
+        self.sender.undone(done.locals, done.batch)
+        return {
+            "undone": done.undone,
+            "batch": done.batch,
+            "restored": list(done.restored),
+            "removed": list(done.removed),
+            "locals": list(done.locals),
+            "rebuilds": bool(self.sender.after_batch),
+        }

@@ -9,7 +9,7 @@ file costs only itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -21,6 +21,7 @@ from opswatch.core.debounce import Debouncer
 from opswatch.core.rules import Router
 from opswatch.daemon.guard import Guard, Unit, describe
 from opswatch.daemon.heap import release_free_memory
+from opswatch.daemon.history import HistoryKeeper
 from opswatch.daemon.hold import Hold
 from opswatch.daemon.link import LinkKeeper
 from opswatch.errors import ConnectError, RemoteError
@@ -41,6 +42,7 @@ class Sender:
         router: Router,
         link: LinkKeeper,
         guard: Guard,
+        history: HistoryKeeper,
         *,
         clock: Callable[[], float],
         wall: Callable[[], float],
@@ -52,6 +54,7 @@ class Sender:
         self.router = router
         self.link = link
         self.guard = guard
+        self.history = history
         self.clock = clock
         self.wall = wall
         self.failed_retry_s = failed_retry_s  # a file or folder that failed is tried again after
@@ -130,13 +133,15 @@ class Sender:
             self._crashed_before_sending(batch, exc)
 
     def flush(self) -> PassReport | None:
-        """Everything pending now, held and failed files too, skipping the quiet period; None
-        when nothing was pending. Raises ``RemoteError`` when the link or the server failed it
-        (it is pending again)."""
+        """Everything pending now, held, failed and rolled-back files too, skipping the quiet
+        period; None when nothing was pending. Raises ``RemoteError`` when the link or the
+        server failed it (it is pending again)."""
         changes = {c.path: c for c in self.hold.release()}
         for path in self.failed:
             changes.setdefault(path, Change(path, ChangeKind.MODIFIED))
         self.failed.clear()
+        for path in self.history.release_rolled_back():
+            changes.setdefault(path, Change(path, ChangeKind.MODIFIED))
         pending = self.debouncer.take()
         for change in pending.changes if pending else ():
             changes[change.path] = change
@@ -180,7 +185,7 @@ class Sender:
         """Plan and execute ``batch``; on a link or server failure it is pending again and the
         error is raised."""
         try:
-            with self._syncing():
+            with self.syncing_pass():
                 plan = self.syncer.plan_paths(batch.paths)
                 # A target looked at again is a conflict now or no longer (sync --force).
                 looked = {t for p in batch.paths for t in self.router.decide(p).targets}
@@ -258,7 +263,7 @@ class Sender:
 
     def _reconcile(self, now: float) -> None:
         try:
-            with self._syncing():
+            with self.syncing_pass():
                 plan, _index = self.syncer.plan_reconcile()
                 if not self._swept:
                     self._sweep(plan.stale)
@@ -269,7 +274,7 @@ class Sender:
                     actions = tuple(a for a in plan.actions if a.local not in held)
                     plan = replace(plan, actions=actions)
                 with progress_bar("reconcile", len(plan.actions), log_only=True) as advance:
-                    report = self.syncer.execute(plan, progress=advance)
+                    report = self.syncer.execute(plan, progress=advance, kind="reconcile")
         except ConnectError as exc:
             self.link.failed(exc, now)
             return
@@ -316,11 +321,19 @@ class Sender:
             self.error = f"{path}: refused: {reason}"
         if report.uploaded or report.removed or kind == "reconcile":
             self.last_sync = self.wall()
+        if report.batch is not None:
+            self.history.refresh()
         for hook in self.after_batch:
             self.guard.run(Unit.AFTER_BATCH, partial(hook, report))
 
+    def undone(self, paths: Sequence[str], batch: int) -> None:
+        """An undo put these local files back as ``batch`` (``RequestHandlers``): followed as a
+        batch is, so that the rebuilds of what went back are queued."""
+        self._after(PassReport(landed=list(paths), batch=batch), "undo")
+
     @contextmanager
-    def _syncing(self) -> Iterator[None]:
+    def syncing_pass(self) -> Iterator[None]:
+        """``syncing`` in status while a pass runs (a batch, a reconcile, an undo, a rollback)."""
         self.syncing = True
         self.publish()
         try:

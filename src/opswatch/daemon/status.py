@@ -15,6 +15,7 @@ from opswatch.model import RebuildResult, State, Status
 from opswatch.model import iso_time as iso
 
 if TYPE_CHECKING:  # for annotations only
+    from opswatch.daemon.history import HistoryKeeper
     from opswatch.daemon.link import LinkKeeper
     from opswatch.daemon.pause import PauseStore
     from opswatch.daemon.sender import Sender
@@ -33,6 +34,7 @@ class StatusBuilder:
         guard: Guard,
         rebuilds: Mapping[str, RebuildResult],
         build_gaps: Callable[[], tuple[dict[str, object], ...]] = tuple,
+        history: HistoryKeeper | None = None,
     ) -> None:
         self.host = host
         self.config = config
@@ -43,6 +45,7 @@ class StatusBuilder:
         self.guard = guard
         self.rebuilds = rebuilds
         self.build_gaps = build_gaps
+        self.history = history
 
     def build(self) -> Status:
         # A fault of the status build itself shows only in the fallback below: a build that
@@ -67,6 +70,8 @@ class StatusBuilder:
             build_gaps=self.build_gaps(),
             reconciles=sender.reconciles,
             last_reconcile=iso(sender.last_reconcile),
+            last_batch=self.history.last_batch if self.history else None,
+            rolled_back=self.history.rolled_back if self.history else (),
             pid=os.getpid(),
             config=self.config,
         )

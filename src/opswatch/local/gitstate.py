@@ -8,6 +8,8 @@ leave ``HEAD`` alone (it names the branch, not the commit).
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 GITDIR_PREFIX = "gitdir:"
@@ -81,3 +83,46 @@ class HeadWatch:
         if head.startswith("ref: "):
             return head[5:].removeprefix("refs/heads/")
         return head[:12]
+
+
+@dataclass(frozen=True)
+class GitState:
+    """Where the local repository stood when a batch went: recorded in the deploy history."""
+
+    commit: str | None = None
+    branch: str | None = None  # None: detached HEAD or no repository
+    dirty: bool | None = None  # tracked files differ from the commit; None: not known
+
+
+GIT_TIMEOUT_S = 5.0
+
+
+def git_state(root: Path) -> GitState:
+    """One ``git status`` (commit, branch and dirtiness at once); outside git or without git,
+    nothing is known, which is no error."""
+    if find_git_dir(root) is None:
+        return GitState()
+    command = ["git", "-C", str(root), "status", "--porcelain=v2", "--branch", "-uno", "-z"]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return GitState()
+    if done.returncode != 0:
+        return GitState()
+    return parse_status(done.stdout.decode("utf-8", "replace"))
+
+
+def parse_status(output: str) -> GitState:
+    """``git status --porcelain=v2 --branch -z`` output: headers first, then changed entries."""
+    commit = branch = None
+    dirty = False
+    for record in output.split("\0"):
+        if record.startswith("# branch.oid "):
+            oid = record.removeprefix("# branch.oid ").strip()
+            commit = oid if oid != "(initial)" else None
+        elif record.startswith("# branch.head "):
+            head = record.removeprefix("# branch.head ").strip()
+            branch = head if head != "(detached)" else None
+        elif record[:2] in ("1 ", "2 ", "u "):
+            dirty = True
+    return GitState(commit, branch, dirty)

@@ -264,6 +264,9 @@ def _render_rebuild(layout: Layout) -> list[str]:
         'mode = "off"',
         "# Where docker compose runs on the server, relative to remote.root.",
         f"compose_dir = {_q(COMPOSE_REMOTE)}",
+        "# A service whose health URL fails after `up` gets the batch's files put back,",
+        "# is rebuilt and checked again (see `opswatch history`, `opswatch undo`).",
+        'on_failure = "rollback"',
     ]
     if main is None:
         lines.append('# compose_file = "docs/ops/docker-compose.production.yml"')

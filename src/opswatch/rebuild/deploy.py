@@ -15,7 +15,7 @@ import posixpath
 import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -30,10 +30,10 @@ from opswatch.core.compose import (
     affected,
     compose_file_env,
 )
-from opswatch.errors import LocalFileError, UsageError
+from opswatch.errors import LocalFileError, OpswatchError, UsageError
 from opswatch.local.builds import compose_remote, read_compose_project, read_needs
 from opswatch.model import RebuildResult, iso_time, valid_service_name
-from opswatch.rebuild.health import check_health
+from opswatch.rebuild.health import HealthAnswer, ask_health
 from opswatch.ssh.commands import CommandResult
 
 log = structlog.get_logger("opswatch.rebuild")
@@ -47,14 +47,18 @@ class CommandRunner(Protocol):
     ) -> CommandResult: ...
 
 
-HealthCheck = Callable[[str, float], tuple[bool, str]]
+HealthCheck = Callable[[str, float], HealthAnswer]
 Preflight = Callable[[str], str | None]  # service → what its build would miss, or None
+# Puts back the files of a batch (by id) that a service (by name) depends on; says where to
+# ("batch 41"); raises OpswatchError when it could not.
+Rollback = Callable[[int, str], str]
 
 
 @dataclass(frozen=True)
 class Work:
     services: tuple[str, ...] = ()
     apply: bool = False
+    batch: int | None = None  # the latest batch (deploy history) it rebuilds for
 
     def __bool__(self) -> bool:
         return bool(self.services) or self.apply
@@ -129,14 +133,16 @@ class Deployer:
         view: ComposeView,
         run: CommandRunner,
         *,
-        health: HealthCheck = check_health,
+        health: HealthCheck = ask_health,
         wall: Callable[[], float] = time.time,
         preflight: Preflight | None = None,
+        rollback: Rollback | None = None,
     ) -> None:
         self.view = view
         self.run = run
         self.health = health
         self.preflight = preflight
+        self.rollback = rollback
         self.wall = wall
         self.rebuild = view.config.rebuild
 
@@ -149,34 +155,87 @@ class Deployer:
                 skipped = "skipped: the compose file does not pass `check`"
                 return results + [self.result(s, False, skipped) for s in work.services]
         for service in work.services:
-            results.append(self._service(service))
+            results.append(self._service(service, work.batch))
         if work.apply:
-            results.append(self._apply(checked={r.service for r in results}))
+            results.append(self._apply({r.service for r in results}, work.batch))
         return results
 
-    def _service(self, service: str) -> RebuildResult:
+    def _service(self, service: str, batch: int | None = None) -> RebuildResult:
         missing = self.preflight(service) if self.preflight is not None else None
         if missing is not None:
             # Fail here, naming the files, rather than minutes later inside `docker compose build`.
             log.warning("rebuild_sources_missing", service=service, detail=missing)
             return self.result(service, False, missing)
+        failure = self._build_and_up(service)
+        if failure is not None:
+            return self.result(service, False, failure)  # the old containers keep running
+        answer = self._health(service)
+        if answer is None or answer.ok:
+            return self.result(service, True, "build, up: ok" + _said(answer))
+        if self.rebuild.on_failure != "rollback" or batch is None or self.rollback is None:
+            return self.result(service, False, "build, up: ok" + _said(answer))
+        return self._roll_back(service, batch, answer, self.rollback)
+
+    def _build_and_up(self, service: str) -> str | None:
         for step, template in (("build", self.rebuild.build), ("up", self.rebuild.up)):
             failure = self._step(service, step, self.view.command(template, service))
             if failure is not None:
-                return self.result(service, False, failure)
-        ok, detail = self._health(service)
-        return self.result(service, ok, "build, up: ok" + detail)
+                return failure
+        return None
 
-    def _apply(self, checked: set[str]) -> RebuildResult:
+    def _roll_back(
+        self, service: str, batch: int, answer: HealthAnswer, rollback: Rollback
+    ) -> RebuildResult:
+        """Health failed after ``up``: the batch's files for ``service`` go back, then one
+        more build, up and health check. Whatever that gives is reported; never a loop."""
+        failed = f"health failed ({answer.said})"
+        log.warning("rollback", service=service, batch=batch, reason=answer.detail)
+        try:
+            where = rollback(batch, service)
+        except OpswatchError as exc:
+            return self.result(service, False, f"{failed}; not rolled back: {exc}")
+        rolled = f"{failed}, rolled back to {where}"
+        failure = self._build_and_up(service)
+        if failure is not None:
+            return replace(self.result(service, False, f"{rolled}; {failure}"), rolled_back=True)
+        again = self._health(service)
+        state = "healthy" if again is None or again.ok else f"still failing: {again.said}"
+        detail = f"{rolled} ({state}){_said(again)}"
+        return replace(self.result(service, False, detail), rolled_back=True)
+
+    def _apply(self, checked: set[str], batch: int | None = None) -> RebuildResult:
         failure = self._step(APPLY, "apply", self.view.command(self.rebuild.apply))
         if failure is not None:
             return self.result(APPLY, False, failure)
-        ok, details = True, "check, apply: ok"
+        failed, details = self._check_others(checked)
+        if failed is None:
+            return self.result(APPLY, True, "check, apply: ok" + details)
+        if self.rebuild.on_failure != "rollback" or batch is None or self.rollback is None:
+            return self.result(APPLY, False, "check, apply: ok" + details)
+        # The compose file of the batch goes back; `check` passed for it when it landed.
+        said = f"health failed ({failed.said})"
+        try:
+            where = self.rollback(batch, APPLY)
+        except OpswatchError as exc:
+            return self.result(APPLY, False, f"{said}; not rolled back: {exc}")
+        rolled = f"{said}, rolled back to {where}"
+        failure = self._step(APPLY, "apply", self.view.command(self.rebuild.apply))
+        if failure is not None:
+            return replace(self.result(APPLY, False, f"{rolled}; {failure}"), rolled_back=True)
+        again, details = self._check_others(checked)
+        state = "healthy" if again is None else f"still failing: {again.said}"
+        return replace(self.result(APPLY, False, f"{rolled} ({state}){details}"), rolled_back=True)
+
+    def _check_others(self, checked: set[str]) -> tuple[HealthAnswer | None, str]:
+        """Every service with a health URL not checked yet: the first failure, and all said."""
+        failed, details = None, ""
         for service in self.view.health:
             if service not in checked:
-                healthy, detail = self._health(service)
-                ok, details = ok and healthy, details + detail
-        return self.result(APPLY, ok, details)
+                answer = self._health(service)
+                details += _said(answer)
+                if answer is not None and not answer.ok and failed is None:
+                    failed = answer
+        return failed, details
 
     def _step(self, service: str, step: str, command: str) -> str | None:
         """Run one command; None when it succeeded, else what failed with its last lines."""
@@ -198,16 +257,21 @@ class Deployer:
         log.warning("rebuild_step_failed", service=service, step=step, detail=what)
         return "\n".join([what, *result.output[-TAIL_LINES:]])
 
-    def _health(self, service: str) -> tuple[bool, str]:
+    def _health(self, service: str) -> HealthAnswer | None:
+        """The service's health URL asked after ``up``; None without one."""
         url = self.view.health.get(service)
         if url is None:
-            return True, ""
-        ok, detail = self.health(url, float(self.rebuild.health_timeout_s))
-        log.info("health", service=service, ok=ok, detail=detail)
-        return ok, f"; health: {detail}"
+            return None
+        answer = self.health(url, float(self.rebuild.health_timeout_s))
+        log.info("health", service=service, ok=answer.ok, detail=answer.detail)
+        return answer
 
     def result(self, service: str, ok: bool, detail: str) -> RebuildResult:
         return RebuildResult(service, ok, iso_time(self.wall()), detail)
+
+
+def _said(answer: HealthAnswer | None) -> str:
+    return "" if answer is None else f"; health: {answer.detail}"
 
 
 def unknown_services(project: ComposeProject, services: Sequence[str]) -> list[str]:

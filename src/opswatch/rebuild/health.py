@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 FIRST_DELAY_S = 0.5
@@ -56,6 +57,13 @@ def _try(url: str, timeout: float) -> tuple[int | None, str]:
     return status, f"HTTP {status}"
 
 
+@dataclass(frozen=True)
+class HealthAnswer:
+    ok: bool
+    said: str  # the last answer, short: "HTTP 502", "connection refused"
+    detail: str  # with the URL and the tries
+
+
 def check_health(
     url: str,
     timeout: float,
@@ -64,6 +72,18 @@ def check_health(
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[bool, str]:
     """(up, what it answered); asks until a status below 500 or ``timeout`` seconds passed."""
+    answer = ask_health(url, timeout, sleep=sleep, clock=clock)
+    return answer.ok, answer.detail
+
+
+def ask_health(
+    url: str,
+    timeout: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> HealthAnswer:
+    """``check_health`` with the last answer on its own (what a rollback notice names)."""
     deadline = clock() + timeout
     delay = FIRST_DELAY_S
     tries = 0
@@ -72,9 +92,9 @@ def check_health(
         remaining = deadline - clock()
         status, said = _try(url, max(1.0, min(REQUEST_TIMEOUT_S, remaining)))
         if status is not None and status < 500:
-            return True, f"{url} answered {said} (try {tries})"
+            return HealthAnswer(True, said, f"{url} answered {said} (try {tries})")
         remaining = deadline - clock()
         if remaining <= 0:
-            return False, f"{url}: {said} after {tries} tries in {timeout:g} s"
+            return HealthAnswer(False, said, f"{url}: {said} after {tries} tries in {timeout:g} s")
         sleep(min(delay, remaining))
         delay = min(delay * 2, MAX_DELAY_S)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
@@ -47,6 +48,7 @@ class RebuildWorker:
         self._cond = threading.Condition()
         self._pending: dict[str, None] = {}
         self._apply = False
+        self._batch: int | None = None
         self._running = False
         self._retries = 0
         self._thread = threading.Thread(target=self._loop, name="opswatch-rebuild", daemon=True)
@@ -59,6 +61,8 @@ class RebuildWorker:
         with self._cond:
             self._pending.update(dict.fromkeys(work.services))
             self._apply = self._apply or work.apply
+            if work.batch is not None:
+                self._batch = max(work.batch, self._batch or 0)
             self._cond.notify_all()
 
     @property
@@ -70,9 +74,10 @@ class RebuildWorker:
         with self._cond:
             while not self.stopping.is_set():
                 if (self._pending or self._apply) and not self.held():
-                    work = Work(tuple(self._pending), self._apply)
+                    work = Work(tuple(self._pending), self._apply, self._batch)
                     self._pending.clear()
                     self._apply = False
+                    self._batch = None
                     self._running = True
                     return work
                 self._cond.wait(0.2)  # held() has no event to wait on: look again shortly
@@ -112,7 +117,7 @@ class RebuildWorker:
         else:
             self._retries = 0
         for result in results:
-            self.record(result)
+            self.record(replace(result, batch=result.batch or work.batch))
 
 
 def _keys(work: Work) -> list[str]:
@@ -160,4 +165,4 @@ class RebuildHook:
             log.info("rebuild_queued", services=list(found.services), apply=found.apply)
             for service, reason in found.reasons:
                 log.debug("rebuild_reason", service=service, reason=reason)
-            self.worker.request(Work(found.services, found.apply))
+            self.worker.request(Work(found.services, found.apply, report.batch))

@@ -64,6 +64,7 @@ class Remote(Protocol):
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]: ...
     def remove(self, path: str) -> None: ...
     def read(self, path: str) -> bytes: ...
+    def set_mtime(self, path: str, mtime_s: int) -> None: ...
 
 
 class SshRemote:
@@ -271,6 +272,11 @@ class SshRemote:
         with self._translate(path), self.sftp.open(path, "rb") as handle:
             handle.prefetch()
             return handle.read()
+
+    def set_mtime(self, path: str, mtime_s: int) -> None:
+        """Give a remote file the mtime an upload would have set (its bytes are already right)."""
+        with self._translate(path):
+            self.sftp.utime(path, (mtime_s, mtime_s))
 
     # -- commands --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from opswatch.local.scan import read_ignore_files
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
 from opswatch.ssh.remote import connected_remote
+from opswatch.sync.recording import open_recorder
 from opswatch.sync.syncer import PassReport, Syncer
 
 
@@ -24,11 +25,14 @@ def connected_syncer(config: Config, paths: StatePaths) -> Iterator[Syncer]:
         config, read_ignore_files(config.local_root, config.watched_folders)
     )
     manifest = Manifest(paths.ensure().manifest)
+    recorder = open_recorder(paths.history, config.history.max_bytes, config.local_root)
     try:
         with connected_remote(config.remote) as remote:
-            yield Syncer(config, remote, manifest, router)
+            yield Syncer(config, remote, manifest, router, recorder)
     finally:
         manifest.close()
+        if recorder is not None:
+            recorder.history.close()
 
 
 def plan_to_json(plan: Plan) -> dict[str, object]:
@@ -46,6 +50,7 @@ def report_to_json(report: PassReport) -> dict[str, object]:
     return {
         "uploaded": [o.job.remote for o in report.uploaded],
         "removed": report.removed,
+        "unchanged": report.unchanged,  # same bytes as last pushed: stat refreshed, not sent
         "failed": report.failed,
         "refused": report.refused,
         "conflicts": [c.remote for c in report.conflicts],

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import posixpath
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -19,15 +19,20 @@ from opswatch.config import Config
 from opswatch.core.plan import plan
 from opswatch.core.rules import Router, Verdict
 from opswatch.core.selection import EVERYTHING, Selection
+from opswatch.errors import RemoteFileError
+from opswatch.local.content import file_sha256
+from opswatch.local.history_records import RolledBack
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import LocalIndex, local_file, scan
-from opswatch.model import Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
+from opswatch.model import Action, Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
 from opswatch.ssh.remote import Remote
 from opswatch.ssh.transfer import UploadJob, UploadOutcome, is_temp_name
+from opswatch.sync.recording import Recorder
 
 log = structlog.get_logger("opswatch.sync")
 
 Progress = Callable[[int, int], None]  # (done, total)
+ROLLED_BACK = "rolled back by an undo; sent again when edited, or by `opswatch flush`"
 
 
 @dataclass
@@ -39,15 +44,28 @@ class PassReport:
     changed_meanwhile: list[str] = field(default_factory=list)  # local paths to send again
     conflicts: tuple[Conflict, ...] = ()
     landed: list[str] = field(default_factory=list)  # local paths confirmed remotely (rebuilds)
+    unchanged: list[str] = field(default_factory=list)  # local paths whose bytes were there already
+    batch: int | None = None  # its id in the deploy history
 
 
 class Syncer:
-    def __init__(self, config: Config, remote: Remote, manifest: Manifest, router: Router) -> None:
+    def __init__(
+        self,
+        config: Config,
+        remote: Remote,
+        manifest: Manifest,
+        router: Router,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.config = config
+        self.recorder = recorder
         self.remote = remote
         self.manifest = manifest
         self.router = router
         self.folders = config.watched_folders
+        # Uploads the last plan dropped because the server holds those bytes already (by remote
+        # path); ``execute`` refreshes their manifest stat and remote mtime.
+        self._same: dict[str, Upload] = {}
 
     # -- planning --------------------------------------------------------------------------
 
@@ -78,6 +96,7 @@ class Syncer:
             delete=self.config.sync.delete,
             force=force,
         )
+        result = self._content_decides(result, manifest, remote)
         skipped = (*index.refused, *result.skipped)
         return Plan(result.actions, skipped, result.conflicts, stale), index
 
@@ -92,9 +111,55 @@ class Syncer:
             if decision.verdict is Verdict.ROUTED and local[path] is not None:
                 targets.extend(decision.targets)
         remote = self.remote.stat_many(targets) if targets else {}
-        return plan(
+        result = plan(
             paths, self.router, local, manifest, remote, delete=self.config.sync.delete, force=force
         )
+        return self._content_decides(result, manifest, remote)
+
+    def _content_decides(
+        self,
+        result: Plan,
+        manifest: Mapping[str, Pushed],
+        remote: Mapping[str, RemoteFile | None],
+    ) -> Plan:
+        """Drop the uploads whose bytes the server already holds: same sha256 as last pushed,
+        same mode, and the server's copy untouched since. Size and mtime only said "look"."""
+        self._same = {}
+        kept: list[Action] = []
+        skipped = list(result.skipped)
+        marks = self.recorder.rolled_back() if self.recorder and result.uploads else {}
+        for action in result.actions:
+            if isinstance(action, Upload) and self._same_content(
+                action, manifest.get(action.remote), remote
+            ):
+                self._same[action.remote] = action
+                skipped.append(Skip(action.local, "same content as last pushed", action.remote))
+            elif isinstance(action, Upload) and self._still_rolled_back(action, marks):
+                skipped.append(Skip(action.local, ROLLED_BACK, action.remote))
+            else:
+                kept.append(action)
+        if self.recorder is not None:
+            self.recorder.plan_seen(tuple(kept), manifest, remote)
+        return replace(result, actions=tuple(kept), skipped=tuple(skipped))
+
+    def _still_rolled_back(self, upload: Upload, marks: Mapping[str, RolledBack]) -> bool:
+        """An undo put an older version back: the local file is not sent while it holds
+        what it held then (an edit or ``opswatch flush`` sends it)."""
+        mark = marks.get(upload.remote)
+        if mark is None:
+            return False
+        return file_sha256(self.config.local_root / upload.local) == mark.local_sha256
+
+    def _same_content(
+        self, upload: Upload, pushed: Pushed | None, remote: Mapping[str, RemoteFile | None]
+    ) -> bool:
+        if pushed is None or (pushed.size, pushed.mode) != (upload.file.size, upload.file.mode):
+            return False
+        if upload.remote in remote:
+            there = remote[upload.remote]
+            if there is None or not pushed.matches_remote(there):
+                return False  # gone or changed on the server: only an upload puts it right
+        return file_sha256(self.config.local_root / upload.local) == pushed.sha256
 
     def _list_remote(
         self, targets: list[str]
@@ -118,8 +183,23 @@ class Syncer:
 
     # -- execution -------------------------------------------------------------------------
 
-    def execute(self, plan: Plan, progress: Progress | None = None) -> PassReport:
+    def execute(
+        self, plan: Plan, progress: Progress | None = None, *, kind: str = "batch"
+    ) -> PassReport:
+        """Carry ``plan`` out; what landed is recorded in the deploy history as ``kind``."""
         report = PassReport(conflicts=plan.conflicts)
+        self._refresh_same(report)
+        try:
+            self._execute(plan, report, progress)
+        finally:
+            if self.recorder is not None:
+                by_remote = {u.remote: u for u in plan.uploads}
+                sent = [(by_remote[o.job.remote], o) for o in report.uploaded]
+                removed = [r for r in plan.removes if r.remote in report.removed]
+                report.batch = self.recorder.record(kind, sent, removed)
+        return report
+
+    def _execute(self, plan: Plan, report: PassReport, progress: Progress | None) -> None:
         for conflict in plan.conflicts:
             log.warning("conflict", path=conflict.local, remote=conflict.remote)
         uploads = plan.uploads
@@ -138,7 +218,26 @@ class Syncer:
             done += 1
             if progress:
                 progress(done, total)
-        return report
+
+    def _refresh_same(self, report: PassReport) -> None:
+        """The new stat of files whose bytes did not change: the server's mtime as an upload
+        would have set it (the manifest's stat also tells a server-side change), then the
+        manifest. If the server refuses the mtime, the next look hashes the file again."""
+        same, self._same = self._same, {}
+        refreshed = []
+        for upload in same.values():
+            pushed = self.manifest.get(upload.remote)
+            if pushed is None:
+                continue
+            try:
+                self.remote.set_mtime(upload.remote, upload.file.mtime_s)
+            except RemoteFileError as exc:
+                log.debug("unchanged_mtime_failed", path=upload.local, error=str(exc))
+                continue
+            refreshed.append(replace(pushed, mtime_ns=upload.file.mtime_ns))
+            report.unchanged.append(upload.local)
+            log.debug("unchanged", path=upload.local, remote=upload.remote, reason="same content")
+        self.manifest.record(refreshed)
 
     def _upload(
         self, uploads: tuple[Upload, ...], report: PassReport, progress: Progress | None, total: int
@@ -213,7 +312,11 @@ class Syncer:
         for conflict in conflicts:
             target = folder / stamp / conflict.remote.lstrip("/")
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            target.write_bytes(self.remote.read(conflict.remote))
+            data = self.remote.read(conflict.remote)
+            target.write_bytes(data)
+            if self.recorder is not None:
+                there = self.remote.stat_many([conflict.remote]).get(conflict.remote)
+                self.recorder.kept_server_copy(conflict.remote, data, there.mode if there else None)
             saved.append(target)
             log.info("saved_remote_copy", remote=conflict.remote, to=str(target))
         return saved

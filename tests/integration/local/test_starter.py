@@ -102,6 +102,7 @@ def test_without_options_it_writes_defaults_that_parse(repo: Path) -> None:
     assert 'root = "~/' + repo.name + '"' in (repo / "opswatch.toml").read_text()
     assert config.remote.root == repo.name  # the login's home on the server, not /root
     assert config.sync.hold_over == 100 and not config.sync.never
+    assert config.rebuild.on_failure == "rollback"  # acts only where a health URL exists
 
 
 def test_the_repository_root_is_found_from_a_subfolder(repo: Path) -> None:

@@ -186,7 +186,14 @@ def test_a_dockerfile_edit_builds_then_ups_that_service_once_after_it_landed(
     ]
     result = daemon.status().to_json()["rebuilds"]
     assert result == [
-        {"service": GATEWAY, "ok": True, "at": result[0]["at"], "detail": result[0]["detail"]}
+        {
+            "service": GATEWAY,
+            "ok": True,
+            "at": result[0]["at"],
+            "detail": result[0]["detail"],
+            "batch": daemon.status().to_json()["last_batch"]["id"],  # type: ignore[index]
+            "rolled_back": False,
+        }
     ]
     assert "answered HTTP 200 (try 2)" in result[0]["detail"]
 

@@ -16,6 +16,7 @@ from opswatch.daemon.requests import (
     Reconnect,
     Resume,
     StatusQuery,
+    Undo,
     parse_request,
 )
 from opswatch.errors import UsageError
@@ -33,6 +34,11 @@ from opswatch.errors import UsageError
         ("resume", {}, Resume()),
         ("flush", {}, Flush()),
         ("reconnect", {}, Reconnect()),
+        ("undo", {}, Undo()),
+        ("undo", {"batch": None, "force": False}, Undo()),
+        ("undo", {"batch": 41}, Undo(41)),
+        ("undo", {"batch": 41, "force": True}, Undo(41, force=True)),
+        ("undo", {"batch": 2**63 - 1}, Undo(2**63 - 1)),
     ],
 )
 def test_each_command_parses_into_its_dataclass(
@@ -59,6 +65,16 @@ def test_each_command_parses_into_its_dataclass(
         ("pause", [], "expected an object"),
         ("pause", None, "expected an object"),
         ("rebuilt", {}, "unknown command 'rebuilt'"),
+        ("rollback", {"batch": 1, "paths": []}, "unknown command 'rollback'"),
+        ("undo", {"batch": "41"}, "`batch` must be a batch number"),
+        ("undo", {"batch": True}, "`batch` must be a batch number"),
+        ("undo", {"batch": 4.5}, "`batch` must be a batch number"),
+        ("undo", {"batch": 0}, "more than 0"),
+        ("undo", {"batch": -3}, "more than 0"),
+        ("undo", {"batch": 2**63}, "at most"),
+        ("undo", {"force": "yes"}, "`force` must be true or false"),
+        ("undo", {"force": None}, "`force` must be true or false"),
+        ("undo", {"batch": 1, "only": ["x"]}, "unknown argument(s) 'only'"),
         ("__init__", {}, "unknown command"),
         ("_request_flush", {}, "unknown command"),
         (["flush"], {}, "unknown command"),
@@ -73,7 +89,7 @@ def test_anything_else_is_a_usage_error(command: object, args: object, problem: 
 
 
 def test_one_table_lists_the_commands() -> None:
-    assert set(COMMANDS) == {"status", "pause", "resume", "flush", "reconnect"}
+    assert set(COMMANDS) == {"status", "pause", "resume", "flush", "reconnect", "undo"}
 
 
 class Unused:
