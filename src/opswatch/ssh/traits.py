@@ -1,13 +1,9 @@
-"""What the uploader may assume of the server's SFTP: request order and how many handles.
+"""What the uploader may assume of the server's SFTP: how many handles may be open at once.
 
-Why: a file's rename may follow its close without waiting for the close's reply only when
-the server handles a channel's requests one after another, in the order sent. OpenSSH's
-sftp-server (and sshd's internal-sftp, the same code) does; the protocol does not promise
-it, and servers that serve requests from a pool of workers do not. We rely on it only when
-both say OpenSSH: the SSH banner, and an answer to ``limits@openssh.com`` (which only
-OpenSSH's sftp-server implements among the servers we know). That answer also says how many
-handles may be open at once, which bounds the files in flight; anything else keeps the
-safe path (rename after every other reply said OK) and a modest number of files in flight.
+Why: every file in flight holds a handle on the server for part of its life. OpenSSH's
+sftp-server says how many it allows in its answer to ``limits@openssh.com``; that bounds the
+files in flight. A server that does not answer (or is not OpenSSH, whose answer we know how to
+read) gets a modest number of files in flight.
 """
 
 from __future__ import annotations
@@ -27,11 +23,10 @@ HANDLE_RESERVE = 16  # handles left for the server's own use and for our other r
 
 @dataclass(frozen=True)
 class ServerTraits:
-    in_order: bool  # requests of a channel handled in the order sent
     max_files: int  # files in flight at once (each holds a handle for part of its life)
 
 
-UNKNOWN = ServerTraits(in_order=False, max_files=SAFE_FILES)
+UNKNOWN = ServerTraits(max_files=SAFE_FILES)
 
 
 def is_openssh(banner: str) -> bool:
@@ -48,6 +43,6 @@ def from_limits(banner: str, kind: int, msg: Message) -> ServerTraits:
     msg.get_int64()  # max write length
     handles = msg.get_int64()  # 0: the server does not say
     if handles == 0:
-        return ServerTraits(in_order=True, max_files=SAFE_FILES)
+        return ServerTraits(max_files=SAFE_FILES)
     files = min(MAX_FILES, max(1, handles - HANDLE_RESERVE))
-    return ServerTraits(in_order=True, max_files=files)
+    return ServerTraits(max_files=files)

@@ -7,18 +7,20 @@ on. What is in flight is bounded by bytes (``WINDOW_BYTES``: several times bandw
 any link we aim at), so all OPENs of a batch leave together, and by the server's handles.
 
 A file's life: OPEN of a temp name in the target folder; then in one flight its WRITEs, mode
-and mtime (FSETSTAT on the handle), CLOSE; then ``posix-rename@openssh.com`` over the target.
-On a server that handles requests in order (``traits``) the rename of a small file goes in that
-same flight, so a file costs two round trips, not three; elsewhere, and for files bigger than
-one write, the rename waits until every other reply of the file said OK, so a failed write
-never leaves a partial target. Where the server lacks ``fsetstat`` (paramiko-based servers),
-mode and mtime go by SETSTAT on the closed temp instead; where it lacks posix-rename (asyncssh
-with it withheld, appliances), the finished temps are moved into place by ``mv -f`` over an
-exec channel after the batch, and without a shell they are not put in place at all: never a
-non-atomic write. Every reply is checked: a failure becomes that file's
-``RemoteFileError`` (its temp removed) and the others go on; a broken link raises
-``ConnectError`` for the batch. Content holding a private key block is refused before its first
-byte is sent (or, in a later chunk, before the rename); the sha256 is of the bytes sent.
+and mtime (FSETSTAT on the handle), CLOSE; then ``posix-rename@openssh.com`` over the target,
+only once every other reply of the file said OK. Sending the rename with the close would save a
+round trip on a server that serves requests in order (OpenSSH's does), but a write the server
+refuses (a full disk) would then be followed by the rename of the part that fit: the target
+replaced by a partial file. A file costs three round trips; a watched batch's look at its
+targets opens their temps in the same flight, which saves one of them. Where the server lacks
+``fsetstat`` (paramiko-based servers), mode and mtime go by SETSTAT on the closed temp
+instead; where it lacks posix-rename (asyncssh with it withheld, appliances), the finished temps
+are moved into place by ``mv -f`` over an exec channel after the batch, and without a shell they
+are not put in place at all: never a non-atomic write. Every reply is checked: a failure
+becomes that file's ``RemoteFileError`` (its temp removed) and the others go on; a broken link
+raises ``ConnectError`` for the batch. Content holding a private key block is refused before
+its first byte is sent (or, in a later chunk, before the rename); the sha256 is of the bytes
+sent.
 """
 
 from __future__ import annotations
@@ -88,7 +90,6 @@ class _File:
         self.tail = b""
         self.outstanding = 0
         self.held = 0  # bytes of the window this file holds
-        self.renamed = False  # the rename's reply said OK
         self.park = False  # the rename is not supported: ``mv -f`` after the batch
         self.needs_setstat = False  # the server had no FSETSTAT: SETSTAT the closed file
         self.error: RemoteFileError | None = None
@@ -287,16 +288,12 @@ class PipelinedUploader:
                 self._write(file)
         elif file.stage is _Stage.CLOSING and file.outstanding == 0:
             if file.failed:
-                # A rename that went out with the close and succeeded took the temp away.
-                self._clean_up(file, close=False, remove=not file.renamed)
+                self._clean_up(file, close=False)
             elif file.needs_setstat:
                 file.needs_setstat = False
-                path = file.job.remote if file.renamed else file.temp
-                self._send(file, CMD_SETSTAT, self._checked(file), path, self._attrs(file))
+                self._send(file, CMD_SETSTAT, self._checked(file), file.temp, self._attrs(file))
             elif file.park or self.support.posix_rename is False:
                 file.stage = _Stage.PARKED
-            elif file.renamed:
-                file.stage = _Stage.DONE
             else:
                 self._rename(file)
         elif file.stage is _Stage.RENAMING and file.outstanding == 0:
@@ -329,21 +326,8 @@ class PipelinedUploader:
                 file.needs_setstat = True
             self._send(file, CMD_CLOSE, self._checked(file), file.handle)
             file.stage = _Stage.CLOSING
-            if self._rename_with_close(file):
-                self._rename(file, stage=_Stage.CLOSING)
             return
         self._clean_up(file, close=True)
-
-    def _rename_with_close(self, file: _File) -> bool:
-        """Whether the rename may go out with the close (see the module docstring)."""
-        support = self.support
-        return (
-            self.traits().in_order
-            and file.offset <= CHUNK
-            and support.posix_rename is True
-            and support.fsetstat
-            and not file.needs_setstat
-        )
 
     @staticmethod
     def _attrs(file: _File) -> paramiko.SFTPAttributes:
@@ -359,7 +343,7 @@ class PipelinedUploader:
 
         return reply
 
-    def _rename(self, file: _File, stage: _Stage = _Stage.RENAMING) -> None:
+    def _rename(self, file: _File) -> None:
         def reply(kind: int, msg: Message) -> None:
             code = status_code(kind, msg)
             if code == SFTP_OP_UNSUPPORTED:
@@ -368,11 +352,9 @@ class PipelinedUploader:
                 return
             if self.support.posix_rename is None and code == 0:
                 self.support.posix_rename = True
-            error = status_error(kind, msg, file.job.remote, "rename")
-            file.renamed = error is None
-            file.fail(error)
+            file.fail(status_error(kind, msg, file.job.remote, "rename"))
 
-        file.stage = stage
+        file.stage = _Stage.RENAMING
         self._send(file, CMD_EXTENDED, reply, POSIX_RENAME, file.temp, file.job.remote)
 
     def _clean_up(self, file: _File, *, close: bool, remove: bool = True) -> None:

@@ -235,6 +235,24 @@ def test_sync_reports_each_failing_file_on_one_line_and_sends_the_rest(
     assert (remote_root / RUNBOOKS / "locked/notes.md").read_text() == "not yet\n"
 
 
+def test_a_small_file_whose_write_fails_leaves_the_server_copy_whole(
+    failing: FailingServer, repo: Path, remote_root: Path, write_config: WriteConfig
+) -> None:
+    """One write holds the whole file and the server refuses it (disk full): the rename must
+    not follow, or the target would be replaced by the part that fit (OpenSSH's sftp-server
+    serves a channel's requests in order, so a rename sent with the close would run)."""
+    config = write_config(repo, failing.sshd, remote_root)
+    assert opswatch(config, "sync").returncode == 0
+    deploy = remote_root / RUNBOOKS / "deploy.md"
+    before = deploy.read_bytes()
+    (repo / RUNBOOKS / "deploy.md").write_bytes(os.urandom(100 * 1024))  # over 64 KiB, one write
+    done = opswatch(config, "sync")
+    assert done.returncode == 1, done.stderr
+    assert FULL_DISK in done.stderr
+    assert deploy.read_bytes() == before
+    assert temp_files(remote_root) == []
+
+
 def test_a_folder_where_a_file_goes_is_named_as_the_likely_cause(
     sshd_server: LocalSshd, repo: Path, remote_root: Path, write_config: WriteConfig
 ) -> None:

@@ -245,7 +245,6 @@ def test_a_failure_inside_a_pipelined_batch_fails_exactly_that_file(
 ) -> None:
     good, bad = mixed_batch(tmp_path, remote_root)
     remote.upload_many([good[0]])  # the first requests of a connection learn what the server is
-    assert remote._traits.in_order  # OpenSSH: the rename goes out with the close
     assert remote._traits.max_files > 64  # the server's handles bound the files in flight
     assert_fails_exactly(remote, good, bad, remote_root)
 
@@ -253,8 +252,7 @@ def test_a_failure_inside_a_pipelined_batch_fails_exactly_that_file(
 def test_the_safe_path_fails_exactly_that_file_too(
     remote: SshRemote, tmp_path: Path, remote_root: Path
 ) -> None:
-    """A server not known to keep requests in order: the rename waits for the other replies,
-    and at most a few files are in flight."""
+    """A server whose handle limit is unknown: at most a few files are in flight."""
     good, bad = mixed_batch(tmp_path, remote_root)
     remote.upload_many([good[0]])
     remote._traits = traits.UNKNOWN
@@ -268,7 +266,7 @@ def test_the_window_is_bounded_by_the_server_s_handles(
     must not run a server with 1 024 file descriptors out of them."""
     jobs = [job(tmp_path / f"f{i}", b"x\n", remote_root / f"f{i}") for i in range(300)]
     remote.upload_many(jobs[:1])
-    remote._traits = traits.ServerTraits(in_order=True, max_files=7)
+    remote._traits = traits.ServerTraits(max_files=7)
     most = 0
     sent = Wire.send
 

@@ -31,23 +31,22 @@ def unsupported() -> Message:
 @pytest.mark.parametrize(
     ("banner", "kind", "msg", "expected"),
     [
-        (OPENSSH, CMD_EXTENDED_REPLY, limits(1019), ServerTraits(True, 1019 - 16)),
-        (OPENSSH, CMD_EXTENDED_REPLY, limits(0), ServerTraits(True, SAFE_FILES)),
-        (OPENSSH, CMD_EXTENDED_REPLY, limits(1 << 20), ServerTraits(True, MAX_FILES)),
-        (OPENSSH, CMD_EXTENDED_REPLY, limits(3), ServerTraits(True, 1)),
-        # An OpenSSH that does not know the request (before 8.6): order is not relied on.
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(1019), ServerTraits(1019 - 16)),
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(0), ServerTraits(SAFE_FILES)),
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(1 << 20), ServerTraits(MAX_FILES)),
+        (OPENSSH, CMD_EXTENDED_REPLY, limits(3), ServerTraits(1)),
+        # An OpenSSH that does not know the request (before 8.6): the handle limit is unknown.
         (OPENSSH, CMD_STATUS, unsupported(), UNKNOWN),
-        # Another server that answers it anyway: its order is not OpenSSH's promise.
+        # Another server that answers it: its reply is not known to mean what OpenSSH's does.
         ("SSH-2.0-Go", CMD_EXTENDED_REPLY, limits(1019), UNKNOWN),
         ("SSH-2.0-dropbear_2022.83", CMD_STATUS, unsupported(), UNKNOWN),
     ],
 )
-def test_only_openssh_that_answers_limits_is_trusted_with_order(
+def test_only_openssh_that_answers_limits_sets_the_files_in_flight(
     banner: str, kind: int, msg: Message, expected: ServerTraits
 ) -> None:
     assert from_limits(banner, kind, msg) == expected
 
 
-def test_unknown_servers_keep_the_safe_path() -> None:
-    assert not UNKNOWN.in_order
+def test_unknown_servers_get_a_modest_number_of_files_in_flight() -> None:
     assert UNKNOWN.max_files == SAFE_FILES
