@@ -8,12 +8,16 @@ table accepts are the fields of the dataclass it is read into (``*_KEYS``), noth
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pathspec
 import platformdirs
 
 from opswatch.errors import ConfigError
@@ -43,6 +47,7 @@ class SyncConfig:
     ignore: tuple[str, ...] = ()
     never: tuple[str, ...] = ()
     reconcile_interval_s: int = 600
+    allow_hard_links: bool = False  # a file with several hard links may be a secret's other name
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,9 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             self.problem(f"{prefix}.{key}", f"expected a non-empty string, got {_show(value)}")
             return None
+        if "\0" in value:  # no path or command can hold one; os calls would raise ValueError
+            self.problem(f"{prefix}.{key}", "must not contain a NUL character")
+            return None
         return value
 
     def integer(self, table: Mapping[str, Any], prefix: str, key: str, default: int) -> int:
@@ -188,7 +196,40 @@ class _Reader:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             self.problem(f"{prefix}.{key}", f"expected a list of strings, got {_show(value)}")
             return None
+        if any("\0" in v for v in value):
+            self.problem(f"{prefix}.{key}", "must not contain a NUL character")
+            return None
         return tuple(value)
+
+    def patterns(self, table: Mapping[str, Any], prefix: str, key: str) -> tuple[str, ...] | None:
+        """``strings`` that must each be a valid gitignore-style pattern."""
+        value = self.strings(table, prefix, key)
+        for pattern in value or ():
+            if (problem := pattern_problem(pattern)) is not None:
+                self.problem(f"{prefix}.{key}", f'"{pattern}": {problem}')
+                return None
+        return value
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` is not a usable gitignore-style pattern, or None when it is."""
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except (re.error, ValueError) as exc:  # GitIgnorePatternError is a ValueError
+        return f"invalid pattern ({exc})"
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s) URL a health check can ask, or None when it is."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        return f'"{url}" is not a valid URL ({exc})'
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f'expected an http(s) URL, got "{url}"'
+    return None
 
 
 def _show(value: object) -> str:
@@ -278,10 +319,13 @@ def _parse_sync(reader: _Reader, doc: Mapping[str, Any]) -> SyncConfig:
         max_delay_ms=reader.integer(table, "sync", "max_delay_ms", defaults.max_delay_ms),
         delete=reader.boolean(table, "sync", "delete", defaults.delete),
         hold_over=reader.integer(table, "sync", "hold_over", defaults.hold_over),
-        ignore=reader.strings(table, "sync", "ignore") or (),
-        never=reader.strings(table, "sync", "never") or (),
+        ignore=reader.patterns(table, "sync", "ignore") or (),
+        never=reader.patterns(table, "sync", "never") or (),
         reconcile_interval_s=reader.integer(
             table, "sync", "reconcile_interval_s", defaults.reconcile_interval_s
+        ),
+        allow_hard_links=reader.boolean(
+            table, "sync", "allow_hard_links", defaults.allow_hard_links
         ),
     )
     for pattern in sync.never:
@@ -314,7 +358,7 @@ def _parse_rules(reader: _Reader, doc: Mapping[str, Any]) -> tuple[Rule, ...]:
         to = reader.strings(table, prefix, "to", scalar_ok=True)
         if to is None and "to" not in table:
             reader.problem(f"{prefix}.to", "required (a remote folder relative to remote.root)")
-        match = reader.strings(table, prefix, "match")
+        match = reader.patterns(table, prefix, "match")
         source_rel = _relative_posix(reader, f"{prefix}.from", source) if source else None
         to_rel = [_relative_posix(reader, f"{prefix}.to", t) for t in (to or ())]
         if source_rel is not None and to and None not in to_rel:
@@ -322,7 +366,10 @@ def _parse_rules(reader: _Reader, doc: Mapping[str, Any]) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def _parse_service(reader: _Reader, table: Mapping[str, Any], prefix: str) -> ServiceConfig | None:
+def _parse_service(reader: _Reader, table: object, prefix: str) -> ServiceConfig | None:
+    if not isinstance(table, Mapping):
+        reader.problem(prefix, f"expected a [[rebuild.service]] table, got {_show(table)}")
+        return None
     reader.unknown(table, prefix, SERVICE_KEYS)
     name = reader.string(table, prefix, "name")
     if name is None:
@@ -334,8 +381,8 @@ def _parse_service(reader: _Reader, table: Mapping[str, Any], prefix: str) -> Se
         reader.problem(f"{prefix}.name", f'"{name}" {rule}')
         return None
     health = reader.string(table, prefix, "health")
-    if health is not None and not health.startswith(("http://", "https://")):
-        reader.problem(f"{prefix}.health", f'expected an http(s) URL, got "{health}"')
+    if health is not None and (problem := url_problem(health)) is not None:
+        reader.problem(f"{prefix}.health", problem)
         health = None
     return ServiceConfig(name, reader.strings(table, prefix, "when") or (), health)
 
@@ -413,16 +460,34 @@ def parse_config(doc: Mapping[str, Any], source: Path, shown: str | None = None)
     return config
 
 
+CONFIG_CAP = 1024 * 1024  # bytes: a config is a page or two
+
+
+def _read_config_bytes(path: Path) -> bytes:
+    """The config's bytes; a FIFO or device there is refused, never read (it could block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError([f"{path}: not a regular file"])
+        data = handle.read(CONFIG_CAP + 1)
+    if len(data) > CONFIG_CAP:
+        raise ConfigError([f"{path}: larger than {CONFIG_CAP // 1024} KiB"])
+    return data
+
+
 def load_config(path: Path) -> Config:
     try:
-        with open(path, "rb") as handle:
-            doc = tomllib.load(handle)
+        doc = tomllib.loads(_read_config_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file (see `opswatch init`)"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: {exc.strerror}"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    except UnicodeDecodeError as exc:  # not UTF-8
+        raise ConfigError([f"{path}: not valid UTF-8 (byte {exc.start})"]) from exc
+    except ValueError as exc:  # a NUL in the path given
+        raise ConfigError([f"{path!r}: not a usable path ({exc})"]) from exc
     return parse_config(doc, Path(os.path.abspath(path)), str(path))
 
 

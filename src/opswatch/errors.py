@@ -7,6 +7,7 @@
     ├── AlreadyRunningError       another daemon holds this config's state folder
     ├── StateError                exit 2: the state folder, or a file in it, can't be written
     ├── LocalFileError            a local file could not be read (vanished, permissions)
+    │   └── LocalRefusedError     what was opened is not what may be sent (a link, a FIFO…)
     ├── HistoryError              the deploy history could not be read or written
     └── RemoteError               anything between us and the server
         ├── ConnectError          the server can't be reached, or the connection dropped
@@ -63,6 +64,10 @@ class StateError(OpswatchError):
 
 class LocalFileError(OpswatchError):
     pass
+
+
+class LocalRefusedError(LocalFileError):
+    """The guarded open found something that must not be sent; not retried until it changes."""
 
 
 class HistoryError(OpswatchError):

@@ -58,14 +58,52 @@ class Batch:
         return len(self.changes)
 
 
+SFTP_TIME_MAX = 2**32 - 1  # SFTP v3 carries times as uint32 seconds: 1970 to 2106
+NS_RANGE = (-(2**63), 2**63 - 1)  # what the manifest (sqlite INTEGER) stores
+
+
+def sftp_seconds(mtime_ns: int) -> int:
+    """The whole seconds an SFTP v3 server can be told: clamped to 1970 … 2106."""
+    return min(max(mtime_ns // 1_000_000_000, 0), SFTP_TIME_MAX)
+
+
+def storable_ns(mtime_ns: int) -> int:
+    """A local mtime in nanoseconds, clamped to what a 64-bit integer holds (1677 … 2262)."""
+    return min(max(mtime_ns, NS_RANGE[0]), NS_RANGE[1])
+
+
 # slots: the per-file records below exist by the ten thousand during a reconcile
+class Refusal(enum.Enum):
+    """Why a file the rules select will not be sent: typed, so code never parses a reason text."""
+
+    NEVER = "never"  # the path matches ``never``
+    ESCAPES = "escapes"  # ".." or an absolute path
+    SYMLINK_OUTSIDE = (
+        "symlink-outside"  # a link (or a linked folder) leads out of its watched folder
+    )
+    SYMLINK_TO_NEVER = "symlink-to-never"  # a link whose target matches ``never``
+    HARD_LINK = "hard-link"  # more than one hard link and ``sync.allow_hard_links`` is off
+    NOT_REGULAR = "not-regular"  # a FIFO, socket or device where a file was expected
+    PRIVATE_KEY = "private-key"  # the content holds a private key block
+    BAD_NAME = "bad-name"  # a name that is not valid UTF-8
+    UNREADABLE = "unreadable"  # a file or folder that cannot be read (permissions)
+    IGNORE_FILE = "ignore-file"  # a folder held: its .opswatchignore does not parse
+
+
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    """What ``lstat`` (or ``stat`` of an allowed symlink) said about a local regular file."""
+    """What ``lstat`` (or ``stat`` of an allowed symlink) said about a local regular file.
+
+    ``dev``/``ino`` name the file that was checked, so that the later open can prove it reads
+    that very file; ``real`` is the path to open when a symlink was followed (else "").
+    """
 
     size: int
     mtime_ns: int
     mode: int  # permission bits only
+    dev: int = 0
+    ino: int = 0
+    real: str = ""
 
     @property
     def mtime_s(self) -> int:
@@ -101,7 +139,8 @@ class Pushed:
         return (local.size, local.mtime_ns, local.mode) == (self.size, self.mtime_ns, self.mode)
 
     def matches_remote(self, remote: RemoteFile) -> bool:
-        return (remote.size, remote.mtime_s) == (self.size, self.mtime_s)
+        # The server holds the mtime as it could be sent (clamped), not the local one.
+        return (remote.size, remote.mtime_s) == (self.size, sftp_seconds(self.mtime_ns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +164,7 @@ class Skip:
     local: str
     reason: str
     remote: str | None = None
+    refusal: Refusal | None = None  # set when opswatch refuses it (not merely skips it)
 
 
 @dataclass(frozen=True)
@@ -133,6 +173,8 @@ class Conflict:
 
     local: str
     remote: str
+    # The manifest has no record of it (lost): a hash decides (equal → adopted) before it is one.
+    unrecorded: bool = False
 
 
 Action = Upload | Remove
@@ -152,6 +194,14 @@ class Plan:
     @property
     def removes(self) -> tuple[Remove, ...]:
         return tuple(a for a in self.actions if isinstance(a, Remove))
+
+
+STATUS_TEXT_MAX = 8 * 1024  # characters of a build's output or an error kept for ``status``
+
+
+def tail_text(text: str, limit: int = STATUS_TEXT_MAX) -> str:
+    """The last ``limit`` characters of ``text``: a build's end says why it failed."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
 class State(enum.Enum):

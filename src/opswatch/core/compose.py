@@ -84,9 +84,13 @@ class CopiedSources(Protocol):
     def copied_by(self, remote_path: str) -> CopySource | None: ...
 
 
+MAX_NESTING = 64  # compose files nest a handful deep; PyYAML's composer recurses per level
+
+
 def load_compose(text: str, source: str) -> Mapping[str, Any]:
     """The compose YAML as a mapping (``safe_load``: no tags, no objects); ``source`` names it."""
     try:
+        _check_nesting(text, source)
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise LocalFileError(f"{source}: not valid YAML: {exc}") from exc
@@ -97,6 +101,19 @@ def load_compose(text: str, source: str) -> Mapping[str, Any]:
             f"{source}: expected a mapping at the top, got {type(document).__name__}"
         )
     return document
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse a document nested deeper than ``MAX_NESTING`` before composing it: the parser's
+    event stream is iterative, the composer would hit Python's recursion limit."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise LocalFileError(f"{source}: nested deeper than {MAX_NESTING} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def compose_target(targets: Sequence[str], compose_dir: str) -> str | None:

@@ -21,11 +21,14 @@ def plan(
     *,
     delete: bool,
     force: bool = False,
+    first_sync: bool = True,
 ) -> Plan:
     """Actions that make the remote copy of each path match the local one.
 
     ``local[path]`` is None for a file that is gone; ``remote`` holds what a stat of each
     target found (None: missing); a target absent from ``remote`` was not looked at.
+    ``first_sync``: no manifest ever existed, so a server file with no record is overwritten
+    (as the manual procedure did); after that, such a file is an unrecorded conflict.
     """
     actions: list[Upload | Remove] = []
     skipped: list[Skip] = []
@@ -40,33 +43,59 @@ def plan(
         if isinstance(found, Skip):
             skipped.append(found)
         elif decision.verdict is Verdict.REFUSED:
-            skipped.append(Skip(path, decision.reason))
+            skipped.append(Skip(path, decision.reason, refusal=decision.refusal))
         elif found is None:
-            _plan_gone(path, by_local.get(path, []), delete, actions, skipped)
+            gone = _plan_gone(path, by_local.get(path, []), remote, delete=delete, force=force)
+            for gone_step in gone:
+                _add(gone_step, actions, skipped, conflicts)
         elif decision.verdict is Verdict.ROUTED:
             for target in decision.targets:
-                step = _plan_target(path, target, found, manifest.get(target), remote, force)
-                if isinstance(step, Upload):
-                    actions.append(step)
-                elif isinstance(step, Conflict):
-                    conflicts.append(step)
-                elif step is not None:
-                    skipped.append(step)
+                pushed = manifest.get(target)
+                step = _plan_target(path, target, found, pushed, remote, force, first_sync)
+                if step is not None:
+                    _add(step, actions, skipped, conflicts)
     return Plan(tuple(actions), tuple(skipped), tuple(conflicts))
+
+
+def _add(
+    step: Upload | Remove | Conflict | Skip,
+    actions: list[Upload | Remove],
+    skipped: list[Skip],
+    conflicts: list[Conflict],
+) -> None:
+    if isinstance(step, Conflict):
+        conflicts.append(step)
+    elif isinstance(step, Skip):
+        skipped.append(step)
+    else:
+        actions.append(step)
 
 
 def _plan_gone(
     path: str,
     pushed: list[Pushed],
+    remote: Mapping[str, RemoteFile | None],
+    *,
     delete: bool,
-    actions: list[Upload | Remove],
-    skipped: list[Skip],
-) -> None:
+    force: bool,
+) -> list[Remove | Conflict | Skip]:
+    """A delete is a change like any other: a server copy changed since opswatch pushed it
+    is a conflict, not removed (``--force`` removes it, after saving it)."""
+    steps: list[Remove | Conflict | Skip] = []
     for entry in pushed:
-        if delete:
-            actions.append(Remove(path, entry.remote))
+        if not delete:
+            steps.append(Skip(path, "deleted locally; sync.delete is off", entry.remote))
+            continue
+        there = remote.get(entry.remote)
+        if entry.remote not in remote:
+            steps.append(
+                Skip(path, "deleted locally; the server copy was not checked", entry.remote)
+            )
+        elif there is not None and not entry.matches_remote(there) and not force:
+            steps.append(Conflict(path, entry.remote))
         else:
-            skipped.append(Skip(path, "deleted locally; sync.delete is off", entry.remote))
+            steps.append(Remove(path, entry.remote))
+    return steps
 
 
 def _plan_target(
@@ -76,6 +105,7 @@ def _plan_target(
     pushed: Pushed | None,
     remote: Mapping[str, RemoteFile | None],
     force: bool,
+    first_sync: bool,
 ) -> Upload | Conflict | Skip | None:
     looked = target in remote
     there = remote.get(target)
@@ -88,7 +118,11 @@ def _plan_target(
         if pushed.matches_local(found) and not changed_remotely:
             return None  # unchanged since we pushed it
         return Upload(path, target, found, force)
-    # No record of it: overwrite, as the first sync by hand did. Even a copy with the same size
-    # and the same whole second may differ (SFTP mtimes have no fraction), and after this upload
-    # the manifest knows it, so later passes skip it without a transfer or a hash.
+    if there is not None and not first_sync and not force:
+        # No record, yet a manifest existed before: it was lost. The server copy may hold an
+        # edit made there; the syncer hashes both sides (equal: adopted) before calling it one.
+        return Conflict(path, target, unrecorded=True)
+    # No record of it on the first sync: overwrite, as the first sync by hand did. Even a copy
+    # with the same size and the same whole second may differ (SFTP mtimes have no fraction),
+    # and after this upload the manifest knows it, so later passes skip it without a hash.
     return Upload(path, target, found, force)

@@ -14,7 +14,9 @@ from typing import Any
 
 import pathspec
 
-from opswatch.config import Config, Rule
+from opswatch.config import Config, Rule, pattern_problem
+from opswatch.errors import ConfigError
+from opswatch.model import Refusal
 
 BUILTIN_IGNORE = (
     # vim: swap files, backups, and the probe file it writes to test a folder
@@ -41,11 +43,21 @@ BUILTIN_IGNORE = (
 BUILTIN_NEVER = (
     ".env",
     ".env.*",
+    "*.env",
+    ".envrc",
     "data/",
     "certs/",
     "*.pem",
     "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.ppk",
+    "*.jks",
+    "*.keystore",
+    "*.kdbx",
     "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
     "id_ed25519*",
 )
 
@@ -67,6 +79,25 @@ class Decision:
     verdict: Verdict
     targets: tuple[str, ...] = ()  # absolute remote paths, when routed
     reason: str = ""
+    refusal: Refusal | None = None  # when REFUSED
+
+
+def ignore_file_patterns(lines: Sequence[str], source: str) -> list[str]:
+    """The lines of an ignore file, checked: an invalid pattern raises ``ConfigError`` naming
+    ``source`` and the line (a bad pattern must stop the folder, not the daemon)."""
+    for number, line in enumerate(lines, 1):
+        if (problem := pattern_problem(line)) is not None:
+            raise ConfigError([f"{source}:{number}: {problem}"])
+    return list(lines)
+
+
+def valid_name(path: str) -> bool:
+    """Was the name valid UTF-8? Names are read with surrogateescape; the wire carries UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
@@ -103,10 +134,14 @@ class Router:
         self.rules = tuple(rules)
         self.remote_root = remote_root
         self._never_patterns = (*BUILTIN_NEVER, *never)
-        self._never = _spec(self._never_patterns)
+        # Case-insensitive: on macOS and Windows ".ENV" is the same file, and "ID_RSA" the
+        # same key wherever it lives.
+        self._never = _spec(p.lower() for p in self._never_patterns)
+        self._never_each = [_spec([p.lower()]) for p in self._never_patterns]
         self._ignore = _spec((*BUILTIN_IGNORE, *ignore))
         self._matches = [_spec(rule.match) if rule.match is not None else None for rule in rules]
         self._ignore_files: dict[str, pathspec.GitIgnoreSpec] = {}
+        self.held: dict[str, str] = {}  # folder → why: its ignore file does not parse
         # decide() runs for every watcher event (a burst of 500 files is ~1 500 events) and
         # costs ~0.1 ms of pattern matching; its answer changes only with the ignore files.
         self._decided: dict[str, Decision] = {}
@@ -131,10 +166,23 @@ class Router:
         """Install (or with ``None`` drop) the patterns of ``folder/.opswatchignore``."""
         self._decided.clear()
         self._ignored_folders.clear()
+        self.held.pop(folder, None)
         if lines is None:
             self._ignore_files.pop(folder, None)
         else:
             self._ignore_files[folder] = _spec(lines)
+
+    def hold(self, folder: str, reason: str) -> None:
+        """Send nothing from ``folder`` until its ignore file is fixed (``set_ignore_file``):
+        with its patterns unknown, any file in it might be one the user meant to keep back."""
+        self._decided.clear()
+        self.held[folder] = reason
+
+    def _held_reason(self, path: str) -> str | None:
+        for folder, reason in self.held.items():
+            if folder == "" or path.startswith(folder + "/"):
+                return reason
+        return None
 
     def never_reason(self, path: str) -> str | None:
         for folder in ancestors(path):  # the same few folders for every file: remembered
@@ -146,9 +194,13 @@ class Router:
         return self._never_one(path)
 
     def _never_one(self, candidate: str) -> str | None:
-        result = self._never.check_file(candidate)
-        if result.include and result.index is not None:
-            return f'never: matches "{self._never_patterns[result.index]}"'
+        lowered = candidate.lower()
+        if not self._never.match_file(lowered):
+            return None
+        # Named after the first pattern in list order (gitignore's own answer is the last).
+        for pattern, spec in zip(self._never_patterns, self._never_each, strict=True):
+            if spec.match_file(lowered):
+                return f'never: matches "{pattern}"'
         return None
 
     def is_ignored(self, path: str) -> bool:
@@ -201,9 +253,17 @@ class Router:
 
     def _decide(self, path: str) -> Decision:
         if ".." in path.split("/") or path.startswith("/"):
-            return Decision(Verdict.REFUSED, reason='path escapes the root ("..")')
+            return Decision(
+                Verdict.REFUSED, reason='path escapes the root ("..")', refusal=Refusal.ESCAPES
+            )
         if reason := self.never_reason(path):
-            return Decision(Verdict.REFUSED, reason=reason)
+            return Decision(Verdict.REFUSED, reason=reason, refusal=Refusal.NEVER)
+        if held := self._held_reason(path):
+            return Decision(Verdict.REFUSED, reason=f"held: {held}", refusal=Refusal.IGNORE_FILE)
+        if not valid_name(path):
+            return Decision(
+                Verdict.REFUSED, reason="name is not valid UTF-8", refusal=Refusal.BAD_NAME
+            )
         if self.is_ignored(path):
             return Decision(Verdict.IGNORED, reason="ignored")
         targets = self.targets(path)
