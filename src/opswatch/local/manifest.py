@@ -91,6 +91,9 @@ class Manifest:
         """``None`` keeps the manifest in memory (dry runs, tests)."""
         self.path = path
         self.moved_aside: Path | None = None  # where a corrupt predecessor went
+        # Written at the first sync and kept apart from the database: a manifest that is lost
+        # (deleted, or moved aside as corrupt) leaves it behind, which tells "lost" from "never".
+        self._marker = path.with_name(path.name + ".synced") if path is not None else None
         # The engine thread owns the manifest; the lock only guards the rare status read.
         self._lock = _Locked(str(path) if path is not None else ":memory:")
         if path is None:
@@ -111,6 +114,21 @@ class Manifest:
             )
             self.origin = Origin.REPLACED
             self._db = _open(path)
+
+    @property
+    def first_sync(self) -> bool:
+        """No sync of this config ever recorded anything: unknown server files may be
+        overwritten (as the manual procedure did). Afterwards they are conflicts."""
+        if self.origin is Origin.REPLACED:
+            return False  # a manifest existed: it was corrupt, its records are lost
+        if self._marker is not None and self._marker.exists():
+            return False
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM pushed LIMIT 1").fetchone() is None
+
+    def mark_synced(self) -> None:
+        if self._marker is not None and not self._marker.exists():
+            self._marker.touch(mode=0o600)
 
     def close(self) -> None:
         with self._lock:
@@ -152,6 +170,8 @@ class Manifest:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO pushed VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("COMMIT")
+        if rows:
+            self.mark_synced()
 
     def forget(self, remotes: Iterable[str]) -> None:
         with self._lock:

@@ -1,110 +1,104 @@
-"""The local side: walking the watched folders and reading what ``lstat`` says about a file.
-
-Symlinks are followed only when they stay inside the watched folder they live in: a link to
-``/etc/passwd`` or ``~/.ssh`` is never read, whatever the rules say.
-"""
+"""The local side: walking the watched folders; what each file is, ``guarded`` decides."""
 
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opswatch.core.rules import IGNORE_FILE, Router, Verdict
-from opswatch.model import LocalFile, Skip
+from opswatch.core.rules import IGNORE_FILE, Verdict, ignore_file_patterns
+from opswatch.errors import ConfigError, LocalFileError
+from opswatch.local.guarded import LocalTree, read_small, watched_folder_of
+from opswatch.model import LocalFile, Refusal, Skip
+
+__all__ = [
+    "LocalIndex",
+    "LocalTree",
+    "read_ignore_file",
+    "read_ignore_files",
+    "scan",
+    "watched_folder_of",
+]
 
 
 @dataclass
 class LocalIndex:
     files: dict[str, LocalFile] = field(default_factory=dict)  # routed files only
     refused: list[Skip] = field(default_factory=list)
+    # Folders the walk could not read: what they hold is unknown, never "deleted".
+    unknown: list[str] = field(default_factory=list)
 
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def watched_folder_of(path: str, folders: tuple[str, ...]) -> str | None:
-    for folder in folders:
-        if folder == "" or path.startswith(folder + "/"):
-            return folder
-    return None
-
-
-def local_file(root: Path, path: str, folders: tuple[str, ...]) -> LocalFile | Skip | None:
-    """What is at ``path`` now: a regular file, a refusal (an escaping link), or None (gone)."""
-    full = os.path.join(root, path)
-    try:
-        info = os.lstat(full)
-        if stat.S_ISLNK(info.st_mode):
-            folder = watched_folder_of(path, folders)
-            bound = os.path.realpath(os.path.join(root, folder or ""))
-            if not _within(os.path.realpath(full), bound):
-                return Skip(path, f"symlink leads outside {folder or '.'}/")
-            info = os.stat(full)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        return Skip(path, f"cannot read: {exc.strerror}")
-    if not stat.S_ISREG(info.st_mode):
-        return None
-    return LocalFile(size=info.st_size, mtime_ns=info.st_mtime_ns, mode=stat.S_IMODE(info.st_mode))
+    def in_unknown(self, path: str) -> bool:
+        return any(path.startswith(folder + "/") for folder in self.unknown)
 
 
 def read_ignore_files(root: Path, folders: tuple[str, ...]) -> dict[str, list[str]]:
-    """Every ``.opswatchignore`` in the watched folders, by the folder holding it."""
+    """Every ``.opswatchignore`` in the watched folders, by the folder holding it; one that
+    cannot be read or does not parse raises ``ConfigError`` naming it (and the line)."""
     found: dict[str, list[str]] = {}
     for folder in folders:
         for current, dirs, files in os.walk(os.path.join(root, folder)):
             dirs[:] = [d for d in dirs if d != ".git"]
             if IGNORE_FILE in files:
                 rel = os.path.relpath(current, root).replace(os.sep, "/")
-                found["" if rel == "." else rel] = read_ignore_file(Path(current) / IGNORE_FILE)
+                holder = "" if rel == "." else rel
+                found[holder] = read_ignore_file(root, f"{holder}/{IGNORE_FILE}".lstrip("/"))
     return found
 
 
-def read_ignore_file(path: Path) -> list[str]:
+def read_ignore_file(root: Path, path: str) -> list[str]:
+    """The checked patterns of one ignore file (``path`` relative to ``root``)."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
+        data = read_small(root, path)
+    except LocalFileError as exc:
+        raise ConfigError([str(exc)]) from exc
+    return ignore_file_patterns(data.decode("utf-8", errors="replace").splitlines(), path)
 
 
-def scan(
-    root: Path, router: Router, folders: tuple[str, ...], *, within: str | None = None
-) -> LocalIndex:
+def scan(tree: LocalTree, *, within: str | None = None) -> LocalIndex:
     """Every routed regular file under the watched folders (or only under ``within``),
     pruning excluded folders early."""
     index = LocalIndex()
-    for folder in folders if within is None else (within,):
-        base = os.path.join(root, folder)
-        for current, dirs, names in os.walk(base):
-            rel_dir = os.path.relpath(current, root).replace(os.sep, "/")
+    router = tree.router
+    for folder in tree.folders if within is None else (within,):
+        base = os.path.join(tree.root, folder)
+
+        def unreadable(exc: OSError, base: str = base) -> None:
+            # An unreadable folder is "unknown", never "empty": nothing under it is deleted.
+            if isinstance(exc, FileNotFoundError) and exc.filename == base:
+                return  # the watched folder itself is gone: its files were deleted
+            rel = os.path.relpath(str(exc.filename), tree.root).replace(os.sep, "/")
+            index.unknown.append(rel)
+            index.refused.append(
+                Skip(
+                    rel + "/", f"cannot read the folder: {exc.strerror}", refusal=Refusal.UNREADABLE
+                )
+            )
+
+        for current, dirs, names in os.walk(base, onerror=unreadable):
+            rel_dir = os.path.relpath(current, tree.root).replace(os.sep, "/")
             prefix = "" if rel_dir == "." else rel_dir + "/"
             kept = []
             for name in sorted(dirs):
                 reason = router.excluded_folder(prefix + name)
                 if reason is None:
                     kept.append(name)
-                elif reason.startswith("never"):
-                    index.refused.append(Skip(prefix + name + "/", reason))
+                elif router.never_reason(prefix + name + "/"):
+                    index.refused.append(Skip(prefix + name + "/", reason, refusal=Refusal.NEVER))
             dirs[:] = kept
             for name in sorted(names):
-                _index_one(index, root, prefix + name, router, folders)
+                _index_one(index, tree, prefix + name)
     return index
 
 
-def _index_one(
-    index: LocalIndex, root: Path, path: str, router: Router, folders: tuple[str, ...]
-) -> None:
-    decision = router.decide(path)
+def _index_one(index: LocalIndex, tree: LocalTree, path: str) -> None:
+    decision = tree.router.decide(path)
     if decision.verdict is Verdict.REFUSED:
-        index.refused.append(Skip(path, decision.reason))
+        index.refused.append(Skip(path, decision.reason, refusal=decision.refusal))
         return
     if decision.verdict is not Verdict.ROUTED:
         return
-    found = local_file(root, path, folders)
+    found = tree.inspect(path, walked=True)
     if isinstance(found, Skip):
         index.refused.append(found)
     elif found is not None:

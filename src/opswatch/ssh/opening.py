@@ -22,7 +22,7 @@ from paramiko.sftp import (
     SFTP_FLAG_WRITE,
 )
 
-from opswatch.ssh.transfer import temp_name
+from opswatch.ssh.transfer import TEMP_MODE, temp_name
 from opswatch.ssh.wire import Wire
 
 OPEN_FLAGS = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
@@ -65,7 +65,7 @@ def prepare(wire: Wire, targets: Sequence[str], prepared: dict[str, Prepared]) -
             if kind == CMD_HANDLE:
                 prepared[target] = Prepared(temp, msg.get_binary())
 
-        wire.send(CMD_OPEN, opened, temp, OPEN_FLAGS, sftp_attrs())
+        wire.send(CMD_OPEN, opened, temp, OPEN_FLAGS, sftp_attrs(mode=TEMP_MODE))
 
 
 def discard(wire: Wire, prepared: dict[str, Prepared]) -> None:

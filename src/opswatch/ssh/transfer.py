@@ -1,17 +1,26 @@
 """What an upload is, shared by the remote (which offers it) and the uploader (which does it).
 
 A leaf of ``ssh/``: the job and its outcome, the temp name a file is written under before its
-rename, the chunk size of a write, and the private-key check every chunk passes before it leaves.
+rename (within 255 bytes), the mode and mtime it lands with, the chunk size of a write, and the
+private-key check every chunk passes before it leaves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+import structlog
 
 from opswatch.errors import RemoteError
+from opswatch.model import sftp_seconds
+
+log = structlog.get_logger("opswatch.remote")
 
 TEMP_MARK = ".opswatch-"
 CHUNK = 255 * 1024  # OpenSSH's sftp-server accepts writes up to 256 KiB minus headers
@@ -23,6 +32,12 @@ class UploadJob:
     remote: str  # absolute remote path
     mode: int
     mtime_ns: int
+    # The guarded open of the local side (``LocalTree.open``); it raises ``LocalRefusedError``
+    # for what must not be sent. Without one, ``source`` is opened as it is (tests only).
+    opener: Callable[[], BinaryIO] | None = None
+
+    def open(self) -> BinaryIO:
+        return self.opener() if self.opener is not None else open(self.source, "rb")
 
 
 @dataclass(frozen=True)
@@ -38,25 +53,67 @@ class UploadOutcome:
         return self.error is None and self.refused is None
 
 
+NAME_MAX = 255  # bytes: the longest file name OpenSSH's servers' file systems take
+TEMP_MODE = 0o600  # while it is written, a temp file is readable by its owner only
+SPECIAL_BITS = 0o7000  # setuid, setgid, sticky: never carried to the server
+
+
 def temp_name(target: str) -> str:
+    """A fresh temp name next to ``target``, within ``NAME_MAX`` bytes however long the name:
+    a long name is cut (on a character boundary) and a hash of it keeps it distinct."""
     folder, name = posixpath.split(target)
-    return posixpath.join(folder, f".{name}{TEMP_MARK}{secrets.token_hex(4)}.tmp")
+    suffix = f"{TEMP_MARK}{secrets.token_hex(4)}.tmp"
+    room = NAME_MAX - 1 - len(suffix)
+    raw = name.encode("utf-8", errors="surrogateescape")
+    if len(raw) > room:
+        digest = hashlib.sha256(raw).hexdigest()[:8]
+        raw = raw[: room - len(digest) - 1].decode("utf-8", errors="ignore").encode() + b"~"
+        name = raw.decode() + digest
+    return posixpath.join(folder, f".{name}{suffix}")
+
+
+def final_mode(mode: int, path: str) -> int:
+    """The mode a file lands with: the local one without setuid, setgid and sticky bits."""
+    kept = mode & 0o777
+    if mode & SPECIAL_BITS:
+        log.warning("mode_stripped", path=path, mode=oct(mode), landed=oct(kept))
+    return kept
+
+
+def sftp_mtime(mtime_ns: int, path: str) -> int:
+    """Whole seconds SFTP v3 can carry: before 1970 or after 2106 is clamped (and logged)."""
+    seconds = mtime_ns // 1_000_000_000
+    clamped = sftp_seconds(mtime_ns)
+    if clamped != seconds:
+        log.warning("mtime_clamped", path=path, mtime=seconds, sent=clamped)
+    return clamped
 
 
 def is_temp_name(name: str) -> bool:
     return TEMP_MARK in name and name.endswith(".tmp") and name.startswith(".")
 
 
-PRIVATE_KEY_MARKERS = (b"-----BEGIN ", b" PRIVATE KEY-----")
+PRIVATE_KEY_MARKERS = (b"-----BEGIN ", (b" PRIVATE KEY-----", b" PRIVATE KEY BLOCK-----"))
+PUTTY_MARKER = b"PuTTY-User-Key-File-"
 
 
 def holds_private_key(data: bytes) -> bool:
-    """True when ``data`` contains a PEM/OpenSSH private key block header."""
+    """True when ``data`` holds a private key block: PEM and OpenSSH (``-----BEGIN … PRIVATE
+    KEY-----``), PGP (``… PRIVATE KEY BLOCK-----``) or PuTTY, in UTF-8 or UTF-16 (whose
+    ASCII letters are the same bytes with NULs between them)."""
+    if _holds_key_text(data):
+        return True
+    return b"\0" in data and _holds_key_text(data.replace(b"\0", b""))
+
+
+def _holds_key_text(data: bytes) -> bool:
+    if PUTTY_MARKER in data:
+        return True
     start = data.find(PRIVATE_KEY_MARKERS[0])
     while start != -1:
         line_end = data.find(b"\n", start)
         line = data[start : line_end if line_end != -1 else len(data)]
-        if PRIVATE_KEY_MARKERS[1] in line:
+        if any(end in line for end in PRIVATE_KEY_MARKERS[1]):
             return True
         start = data.find(PRIVATE_KEY_MARKERS[0], start + 1)
     return False

@@ -47,12 +47,27 @@ from paramiko.sftp import (
     int64,
 )
 
-from opswatch.errors import RemoteCommandError, RemoteFileError, RemoteFileMissing
+from opswatch.errors import (
+    LocalFileError,
+    LocalRefusedError,
+    RemoteCommandError,
+    RemoteFileError,
+    RemoteFileMissing,
+)
 from opswatch.ssh.folders import ensure_folders
 from opswatch.ssh.opening import OPEN_FLAGS, Prepared, discard, ignored, sftp_attrs
 from opswatch.ssh.server import NO_ATOMIC_RENAME, POSIX_RENAME, SftpSupport
 from opswatch.ssh.traits import ServerTraits
-from opswatch.ssh.transfer import CHUNK, UploadJob, UploadOutcome, holds_private_key, temp_name
+from opswatch.ssh.transfer import (
+    CHUNK,
+    TEMP_MODE,
+    UploadJob,
+    UploadOutcome,
+    final_mode,
+    holds_private_key,
+    sftp_mtime,
+    temp_name,
+)
 from opswatch.ssh.wire import Arg, OnReply, Wire, status_code, status_error
 
 WINDOW_BYTES = 8 * 1024 * 1024  # in flight: file data read and not yet acknowledged, + overhead
@@ -113,7 +128,7 @@ class _File:
         if holds_private_key(self.tail + chunk):
             self.refused = "holds a private key block"
             return
-        self.tail = chunk[-64:]
+        self.tail = chunk[-256:]  # a marker cut by the chunk boundary, even in UTF-16
         self.digest.update(chunk)
         self.chunk = chunk
         self.eof = len(chunk) < CHUNK
@@ -219,7 +234,11 @@ class PipelinedUploader:
 
     def _start(self, index: int, job: UploadJob) -> _File | UploadOutcome:
         try:
-            source = open(job.source, "rb")  # noqa: SIM115 - closed at its end of file
+            source = job.open()  # closed when the file is done
+        except LocalRefusedError as exc:
+            return UploadOutcome(job, refused=str(exc))
+        except LocalFileError as exc:
+            return UploadOutcome(job, error=RemoteFileError(job.remote, str(exc)))
         except OSError as exc:
             reason = (
                 "local file vanished"
@@ -236,7 +255,14 @@ class PipelinedUploader:
             return file.outcome()
         self._hold(file, FILE_COST + len(file.chunk))
         if not file.handle:
-            self._send(file, CMD_OPEN, self._on_open(file), file.temp, OPEN_FLAGS, sftp_attrs())
+            self._send(
+                file,
+                CMD_OPEN,
+                self._on_open(file),
+                file.temp,
+                OPEN_FLAGS,
+                sftp_attrs(mode=TEMP_MODE),
+            )
         return file
 
     def _hold(self, file: _File, size: int) -> None:
@@ -331,7 +357,10 @@ class PipelinedUploader:
 
     @staticmethod
     def _attrs(file: _File) -> paramiko.SFTPAttributes:
-        return sftp_attrs(mode=file.job.mode, mtime=file.job.mtime_ns // 1_000_000_000)
+        """The final mode (no setuid, setgid, sticky) and an mtime SFTP v3 can carry."""
+        remote = file.job.remote
+        mode = final_mode(file.job.mode, remote)
+        return sftp_attrs(mode=mode, mtime=sftp_mtime(file.job.mtime_ns, remote))
 
     def _on_fsetstat(self, file: _File) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
