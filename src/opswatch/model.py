@@ -242,6 +242,7 @@ class Status:
     held_paths: tuple[str, ...] = ()
     held_reason: str | None = None
     build_gaps: tuple[dict[str, object], ...] = ()  # sources a build needs the server lacks
+    refused: tuple[Skip, ...] = ()  # files the rules select that opswatch will not send
     reconciles: int = 0  # since start
     last_reconcile: str | None = None
     last_batch: dict[str, object] | None = None  # the deploy history's newest: id, at, commit
@@ -282,6 +283,7 @@ class Status:
             "held_paths": list(self.held_paths),
             "held_reason": self.held_reason,
             "build_gaps": list(self.build_gaps),
+            "refused": [{"path": s.local, "reason": s.reason} for s in self.refused],
             "reconciles": self.reconciles,
             "last_reconcile": self.last_reconcile,
             "last_batch": self.last_batch,

@@ -157,6 +157,14 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     for gap in status.get("build_gaps", []):
         source = f"{gap.get('instruction', 'COPY')} {gap.get('source')}"
         lines.append(f"build gap:   {gap.get('service')}: {source}: {gap.get('reason', '')}")
+    refused = status.get("refused") or []
+    if refused:
+        # A name that is not UTF-8 arrives with lone surrogates: escaped, never an encode error.
+        shown = [
+            f"{r['path']} ({r['reason']})".encode(errors="backslashreplace").decode()
+            for r in refused
+        ]
+        lines.append(f"refused:     {_paths(shown, len(shown))}")
     lines += _history_lines(status, now)
     return "\n".join(lines)
 

@@ -15,9 +15,11 @@ from opswatch.logs import escaped
 from opswatch.model import Plan
 from opswatch.paths import StatePaths
 from opswatch.sync.oneshot import (
+    SAID_ALOUD,
     build_gaps,
     connected_syncer,
     plan_to_json,
+    printable,
     report_to_json,
     when_problems,
 )
@@ -35,8 +37,8 @@ def print_plan(plan: Plan) -> None:
             f"conflict  {escaped(conflict.remote)} changed on the server (sync --force overwrites)"
         )
     for skip in plan.skipped:
-        word = "refused" if skip.reason.startswith(("never", "symlink", "path")) else "skip"
-        click.echo(f"{word:<9} {escaped(skip.local)} ({escaped(skip.reason)})")
+        word = "refused" if skip.refusal is not None else "skip"
+        click.echo(f"{word:<9} {escaped(printable(skip.local))} ({escaped(skip.reason)})")
     click.echo(
         f"{len(plan.uploads)} to upload, {len(plan.removes)} to remove, "
         f"{len(plan.conflicts)} conflicts, {len(plan.skipped)} skipped or refused"
@@ -78,7 +80,11 @@ def run_sync(
         click.echo(json.dumps(shown, indent=2))
     else:
         print_report(plan, report, gaps)
-    failed = report.failed or report.refused or report.conflicts or unselected
+    # Changed between the check and the read: not sent this time; the next sync sends it.
+    unsent = [p for p in report.changed_meanwhile if p not in report.landed]
+    for path in unsent:
+        click.echo(f"error: {path}: changed while syncing; not sent (sync again)", err=True)
+    failed = report.failed or report.refused or report.conflicts or unselected or unsent
     return 1 if failed else 0
 
 
@@ -104,8 +110,10 @@ def print_report(plan: Plan, report: PassReport, gaps: list[BuildGap]) -> None:
     for path, reason in {**report.failed, **report.refused}.items():
         click.echo(f"error: {escaped(path)}: {escaped(reason)}", err=True)
     for skip in plan.skipped:
-        if skip.reason.startswith("symlink"):  # a link out of the tree: say it was not read
-            click.echo(f"refused: {escaped(skip.local)}: {escaped(skip.reason)}", err=True)
+        if skip.refusal in SAID_ALOUD:  # what a user may believe was sent: say it was not
+            click.echo(
+                f"refused: {escaped(printable(skip.local))}: {escaped(skip.reason)}", err=True
+            )
     for conflict in report.conflicts:
         click.echo(
             f"error: {escaped(conflict.remote)} changed on the server; not overwritten "

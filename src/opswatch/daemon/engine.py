@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -35,7 +35,7 @@ from opswatch.errors import ConnectError, OpswatchError
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files
 from opswatch.local.watcher import Watcher
-from opswatch.model import RebuildResult, State, Status
+from opswatch.model import RebuildResult, State, Status, tail_text
 from opswatch.paths import StatePaths
 from opswatch.ssh.remote import Remote
 from opswatch.sync.recording import open_recorder
@@ -261,11 +261,13 @@ class Daemon:
             result.set_result(answer)
 
     def _on_rebuilt(self, result: RebuildResult) -> None:
-        self.rebuilds[result.service] = result
-        self.history.rebuilt(result)
         if not result.ok:
             first = result.detail.splitlines()[0] if result.detail else "failed"
             self.sender.error = f"rebuild {result.service}: {first}"
+        # A build's output can be megabytes; its end says why it failed.
+        result = replace(result, detail=tail_text(result.detail))
+        self.rebuilds[result.service] = result
+        self.history.rebuilt(result)
 
     # -- the connection --------------------------------------------------------------------------
 

@@ -3,11 +3,14 @@ to scan or to forget, a reconcile when the kernel dropped events. Engine thread 
 
 from __future__ import annotations
 
+import os
+
 import structlog
 
 from opswatch.config import Config
 from opswatch.core.rules import IGNORE_FILE, Router, Verdict
 from opswatch.daemon.sender import Sender
+from opswatch.errors import ConfigError
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_file, scan
 from opswatch.local.watcher import EventsLost, FolderAppeared, FolderGone
@@ -39,11 +42,7 @@ class WatchedEvents:
 
     def _change(self, change: Change) -> None:
         if change.path.endswith("/" + IGNORE_FILE) or change.path == IGNORE_FILE:
-            folder = change.path.rpartition("/")[0]
-            full = self.config.local_root / change.path
-            lines = read_ignore_file(full) if full.exists() else None
-            self.router.set_ignore_file(folder, lines)
-            self.sender.needs_reconcile = True  # files it no longer ignores must go now
+            self._ignore_file_changed(change.path)
             return
         decision = self.router.decide(change.path)
         if decision.verdict is Verdict.REFUSED:
@@ -52,11 +51,21 @@ class WatchedEvents:
         if decision.verdict is Verdict.ROUTED or self.manifest.for_local(change.path):
             self.sender.add(change)
 
+    def _ignore_file_changed(self, path: str) -> None:
+        folder = path.rpartition("/")[0]
+        root = self.config.local_root
+        self.sender.needs_reconcile = True  # files it no longer ignores must go now
+        try:
+            lines = read_ignore_file(root, path) if os.path.lexists(root / path) else None
+        except ConfigError as exc:  # held until fixed; status names the file and line
+            log.warning("ignore_file_invalid", path=path, error=str(exc))
+            self.router.hold(folder, str(exc))
+            return
+        self.router.set_ignore_file(folder, lines)
+
     def _folder_appeared(self, folder: str) -> None:
         if self.router.excluded_folder(folder):
             return
-        index = scan(
-            self.config.local_root, self.router, self.config.watched_folders, within=folder
-        )
+        index = scan(self.sender.syncer.tree, within=folder)
         for path in index.files:
             self.sender.add(Change(path, ChangeKind.CREATED))

@@ -9,7 +9,7 @@ file costs only itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -25,7 +25,7 @@ from opswatch.daemon.history import HistoryKeeper
 from opswatch.daemon.hold import Hold
 from opswatch.daemon.link import LinkKeeper
 from opswatch.errors import ConnectError, RemoteError
-from opswatch.model import Batch, Change, ChangeKind
+from opswatch.model import Batch, Change, ChangeKind, Skip
 from opswatch.sync.progress import progress_bar
 from opswatch.sync.syncer import PassReport, Syncer
 
@@ -65,6 +65,7 @@ class Sender:
         self.after_batch: list[AfterBatch] = []  # rebuilds plug in here
         self.failed: dict[str, str] = {}  # local path → why; retried
         self.conflicts: tuple[str, ...] = ()
+        self.refused: dict[str, Skip] = {}  # local path → why it is not sent (status)
         self.error: str | None = None  # the last file-level failure; the link's is link.error
         self.syncing = False
         self.uploaded = 0
@@ -187,6 +188,7 @@ class Sender:
         try:
             with self.syncing_pass():
                 plan = self.syncer.plan_paths(batch.paths)
+                self._note_refused(batch.paths, plan.skipped)
                 # A target looked at again is a conflict now or no longer (sync --force).
                 looked = {t for p in batch.paths for t in self.router.decide(p).targets}
                 self.conflicts = tuple(
@@ -261,6 +263,12 @@ class Sender:
             return
         self.guard.clear(Unit.RECONCILE)
 
+    def _note_refused(self, looked: Iterable[str], skipped: Iterable[Skip]) -> None:
+        """Paths looked at again are replaced by what they are now."""
+        for path in looked:
+            self.refused.pop(path, None)
+        self.refused.update((s.local, s) for s in skipped if s.refusal is not None)
+
     def _reconcile(self, now: float) -> None:
         try:
             with self.syncing_pass():
@@ -268,6 +276,8 @@ class Sender:
                 if not self._swept:
                     self._sweep(plan.stale)
                 self.conflicts = tuple(c.remote for c in plan.conflicts)
+                self.refused = {}
+                self._note_refused((), plan.skipped)
                 if self.hold.batch is not None:
                     # A reconnect or the periodic reconcile must not send what waits for flush.
                     held = set(self.hold.paths)

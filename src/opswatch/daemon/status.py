@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from opswatch.daemon.guard import Fault, Guard, Unit
-from opswatch.model import RebuildResult, State, Status
+from opswatch.model import RebuildResult, State, Status, tail_text
 from opswatch.model import iso_time as iso
 
 if TYPE_CHECKING:  # for annotations only
@@ -58,7 +58,7 @@ class StatusBuilder:
             host=self.host,
             pending_paths=sender.pending_paths(),
             last_sync=iso(sender.last_sync),
-            last_error=faults[-1].message if faults else self.link.error or sender.error,
+            last_error=_capped(faults[-1].message if faults else self.link.error or sender.error),
             paused_until=iso(self.pause.ends_at),
             uploaded=sender.uploaded,
             removed=sender.removed,
@@ -68,6 +68,7 @@ class StatusBuilder:
             held_paths=sender.hold.paths,
             held_reason=sender.hold.reason,
             build_gaps=self.build_gaps(),
+            refused=tuple(sender.refused.values()),
             reconciles=sender.reconciles,
             last_reconcile=iso(sender.last_reconcile),
             last_batch=self.history.last_batch if self.history else None,
@@ -97,3 +98,7 @@ class StatusBuilder:
         if self.sender.hold.batch is not None:
             return State.HELD
         return State.SYNCING if self.sender.syncing else State.WATCHING
+
+
+def _capped(text: str | None) -> str | None:
+    return tail_text(text) if text else None

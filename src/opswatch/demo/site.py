@@ -25,7 +25,7 @@ from opswatch.config import load_config
 from opswatch.core.rules import Router
 from opswatch.demo.sshd import LocalSshd, LocalSshdError
 from opswatch.errors import OpswatchError
-from opswatch.local.scan import scan
+from opswatch.local.scan import LocalTree, scan
 
 COMPOSE = """\
 services:
@@ -239,7 +239,7 @@ def routed_pairs(site: DemoSite) -> list[tuple[Path, Path]]:
     """(local file, its server copy) for every file the demo config's rules route now."""
     config = load_config(site.config)
     router = Router.from_config(config)
-    index = scan(config.local_root, router, config.watched_folders)
+    index = scan(LocalTree(config.local_root, config.watched_folders, router))
     return [
         (config.local_root / path, Path(target))
         for path in index.files

@@ -27,10 +27,13 @@ from opswatch.core.compose import ComposeProject, compose_target, load_compose, 
 from opswatch.core.dockerfile import CopySource
 from opswatch.core.rules import Router, Verdict
 from opswatch.errors import LocalFileError
+from opswatch.local.guarded import read_small
 from opswatch.model import RemoteFile
 
 Targets = Callable[[str], tuple[str, ...]]
 StatMany = Callable[[Sequence[str]], Mapping[str, RemoteFile | None]]
+# Compose files, Dockerfiles, .dockerignore: kilobytes; read guarded (no link, FIFO or device)
+BUILD_FILE_CAP = 4 * 1024 * 1024
 WALK_LIMIT = 20_000  # files looked at per source folder before the answer is "not sent"
 
 
@@ -50,10 +53,11 @@ def read_compose_project(config: Config, targets: Targets) -> ComposeProject:
     remote = compose_remote(config, targets)
     if compose is None or remote is None:
         return ComposeProject("", tuple(s.name for s in config.rebuild.services))
+    data = read_small(config.local_root, compose, cap=BUILD_FILE_CAP)
     try:
-        text = (config.local_root / compose).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LocalFileError(f"{compose}: cannot read: {exc.strerror or exc}") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LocalFileError(f"{compose}: not valid UTF-8 (byte {exc.start})") from exc
     return read_project(load_compose(text, compose), remote)
 
 
@@ -63,9 +67,10 @@ def _read(config: Config, targets: Targets, remote: str) -> tuple[str | None, st
     if local is None:
         return None, f"{remote}: no local file lands there"
     try:
-        return (config.local_root / local).read_text(encoding="utf-8", errors="replace"), None
-    except OSError as exc:
-        return None, f"{local}: cannot read: {exc.strerror or exc}"
+        data = read_small(config.local_root, local, cap=BUILD_FILE_CAP)
+    except LocalFileError as exc:
+        return None, str(exc)
+    return data.decode("utf-8", errors="replace"), None
 
 
 def read_needs(config: Config, targets: Targets, project: ComposeProject) -> list[BuildNeeds]:

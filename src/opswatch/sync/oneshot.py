@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,11 +12,24 @@ from opswatch.core.rules import Router
 from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files
-from opswatch.model import Plan
+from opswatch.model import Plan, Refusal
 from opswatch.paths import StatePaths
 from opswatch.ssh.remote import connected_remote
 from opswatch.sync.recording import open_recorder
 from opswatch.sync.syncer import PassReport, Syncer
+
+# Refusals printed even without --dry-run: a never-listed name is expected to stay, these are not.
+SAID_ALOUD = frozenset(
+    {
+        Refusal.SYMLINK_OUTSIDE,
+        Refusal.SYMLINK_TO_NEVER,
+        Refusal.HARD_LINK,
+        Refusal.NOT_REGULAR,
+        Refusal.BAD_NAME,
+        Refusal.UNREADABLE,
+        Refusal.IGNORE_FILE,
+    }
+)
 
 
 @contextmanager
@@ -35,6 +49,11 @@ def connected_syncer(config: Config, paths: StatePaths) -> Iterator[Syncer]:
             recorder.history.close()
 
 
+def printable(path: str) -> str:
+    """A path as a terminal can print it: bytes that are not UTF-8 as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
 def plan_to_json(plan: Plan) -> dict[str, object]:
     return {
         "upload": [
@@ -43,6 +62,11 @@ def plan_to_json(plan: Plan) -> dict[str, object]:
         "remove": [{"path": r.local, "remote": r.remote} for r in plan.removes],
         "conflicts": [{"path": c.local, "remote": c.remote} for c in plan.conflicts],
         "skipped": [{"path": s.local, "reason": s.reason} for s in plan.skipped],
+        "refused": [
+            {"path": s.local, "reason": s.reason, "refusal": s.refusal.value}
+            for s in plan.skipped
+            if s.refusal is not None
+        ],
     }
 
 

@@ -6,11 +6,13 @@ clock of its own; the caller decides when a pass runs and what happens to what f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -19,12 +21,22 @@ from opswatch.config import Config
 from opswatch.core.plan import plan
 from opswatch.core.rules import Router, Verdict
 from opswatch.core.selection import EVERYTHING, Selection
-from opswatch.errors import RemoteFileError
-from opswatch.local.content import file_sha256
+from opswatch.errors import LocalFileError, RemoteFileError
 from opswatch.local.history_records import RolledBack
 from opswatch.local.manifest import Manifest
-from opswatch.local.scan import LocalIndex, local_file, scan
-from opswatch.model import Action, Conflict, LocalFile, Plan, Pushed, RemoteFile, Skip, Upload
+from opswatch.local.scan import LocalIndex, LocalTree, scan
+from opswatch.model import (
+    Action,
+    Conflict,
+    LocalFile,
+    Plan,
+    Pushed,
+    Refusal,
+    RemoteFile,
+    Skip,
+    Upload,
+    sftp_seconds,
+)
 from opswatch.ssh.remote import Remote
 from opswatch.ssh.transfer import UploadJob, UploadOutcome, is_temp_name
 from opswatch.sync.recording import Recorder
@@ -33,6 +45,7 @@ log = structlog.get_logger("opswatch.sync")
 
 Progress = Callable[[int, int], None]  # (done, total)
 ROLLED_BACK = "rolled back by an undo; sent again when edited, or by `opswatch flush`"
+RETRY_ALONE = 16  # files of a batch that failed beside others, tried again alone at once
 
 
 @dataclass
@@ -66,6 +79,12 @@ class Syncer:
         # Uploads the last plan dropped because the server holds those bytes already (by remote
         # path); ``execute`` refreshes their manifest stat and remote mtime.
         self._same: dict[str, Upload] = {}
+        self.tree = LocalTree(
+            config.local_root,
+            self.folders,
+            router,
+            allow_hard_links=config.sync.allow_hard_links,
+        )
 
     # -- planning --------------------------------------------------------------------------
 
@@ -74,12 +93,13 @@ class Syncer:
     ) -> tuple[Plan, LocalIndex]:
         """Every routed local file and every file the manifest knows, against the server;
         with ``only``, just those under the named paths."""
-        index = scan(self.config.local_root, self.router, self.folders)
+        index = scan(self.tree)
         manifest = self.manifest.all()
         if not only.everything:
             index = LocalIndex(
                 {p: f for p, f in index.files.items() if p in only},
                 [s for s in index.refused if s.local in only],
+                index.unknown,
             )
             manifest = {r: e for r, e in manifest.items() if e.local in only}
         targets = [t for p in index.files for t in self.router.decide(p).targets]
@@ -87,6 +107,13 @@ class Syncer:
         remote, stale = self._list_remote(targets)
         paths = [*index.files, *(e.local for e in manifest.values())]
         local: dict[str, LocalFile | Skip | None] = dict(index.files)
+        # A refused file is there, not gone: its server copy is never removed for it.
+        local.update((skip.local, skip) for skip in index.refused)
+        for entry in manifest.values():
+            if entry.local not in local and index.in_unknown(entry.local):
+                # Its folder could not be read: unknown, not deleted.
+                reason = "its folder cannot be read; not deleted"
+                local[entry.local] = Skip(entry.local, reason, refusal=Refusal.UNREADABLE)
         result = plan(
             paths,
             self.router,
@@ -95,26 +122,36 @@ class Syncer:
             remote,
             delete=self.config.sync.delete,
             force=force,
+            first_sync=self.manifest.first_sync,
         )
-        result = self._content_decides(result, manifest, remote)
+        result = self._content_decides(self._settle_unrecorded(result), manifest, remote)
         skipped = (*index.refused, *result.skipped)
         return Plan(result.actions, skipped, result.conflicts, stale), index
 
     def plan_paths(self, paths: Iterable[str], *, force: bool = False) -> Plan:
         """The files of a watched batch: only they are looked at, locally and remotely."""
         paths = list(dict.fromkeys(paths))
-        local = {p: local_file(self.config.local_root, p, self.folders) for p in paths}
+        local = {p: self.tree.inspect(p) for p in paths}
         manifest = {entry.remote: entry for entry in self.manifest.for_locals(paths)}
         targets: list[str] = []
         for path in paths:
             decision = self.router.decide(path)
             if decision.verdict is Verdict.ROUTED and local[path] is not None:
                 targets.extend(decision.targets)
+        # A delete checks the server copy first, as an upload does.
+        targets += [e.remote for e in manifest.values() if local.get(e.local) is None]
         remote = self.remote.stat_many(targets) if targets else {}
         result = plan(
-            paths, self.router, local, manifest, remote, delete=self.config.sync.delete, force=force
+            paths,
+            self.router,
+            local,
+            manifest,
+            remote,
+            delete=self.config.sync.delete,
+            force=force,
+            first_sync=self.manifest.first_sync,
         )
-        return self._content_decides(result, manifest, remote)
+        return self._content_decides(self._settle_unrecorded(result), manifest, remote)
 
     def _content_decides(
         self,
@@ -148,7 +185,7 @@ class Syncer:
         mark = marks.get(upload.remote)
         if mark is None:
             return False
-        return file_sha256(self.config.local_root / upload.local) == mark.local_sha256
+        return self._local_sha256(upload) == mark.local_sha256
 
     def _same_content(
         self, upload: Upload, pushed: Pushed | None, remote: Mapping[str, RemoteFile | None]
@@ -159,7 +196,45 @@ class Syncer:
             there = remote[upload.remote]
             if there is None or not pushed.matches_remote(there):
                 return False  # gone or changed on the server: only an upload puts it right
-        return file_sha256(self.config.local_root / upload.local) == pushed.sha256
+        return self._local_sha256(upload) == pushed.sha256
+
+    def _local_sha256(self, upload: Upload) -> str | None:
+        """The local file's sha256, read the guarded way; None when it cannot be read."""
+        try:
+            with self.tree.open(upload.local, upload.file) as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest()
+        except (OSError, LocalFileError):
+            return None
+
+    def _settle_unrecorded(self, result: Plan) -> Plan:
+        """Conflicts of a lost manifest, decided by content: a server copy equal to the local
+        file is adopted (sent again, which loses nothing, so the manifest records it as
+        pushed), a differing one stays a conflict."""
+        kept: list[Conflict] = []
+        adopted: list[Upload] = []
+        for conflict in result.conflicts:
+            upload = self._adopt(conflict) if conflict.unrecorded else None
+            if upload is None:
+                kept.append(conflict)
+            else:
+                adopted.append(upload)
+        if adopted:
+            log.info("adopted", files=len(adopted))
+        return replace(result, actions=(*result.actions, *adopted), conflicts=tuple(kept))
+
+    def _adopt(self, conflict: Conflict) -> Upload | None:
+        found = self.tree.inspect(conflict.local)
+        if not isinstance(found, LocalFile):
+            return None
+        try:
+            with self.tree.open(conflict.local, found) as handle:
+                local_hash = hashlib.file_digest(handle, "sha256").hexdigest()
+            remote_hash = hashlib.sha256(self.remote.read(conflict.remote)).hexdigest()
+        except (OSError, LocalFileError, RemoteFileError):
+            return None  # cannot tell: it stays a conflict
+        if local_hash != remote_hash:
+            return None
+        return Upload(conflict.local, conflict.remote, found)
 
     def _list_remote(
         self, targets: list[str]
@@ -197,6 +272,7 @@ class Syncer:
                 sent = [(by_remote[o.job.remote], o) for o in report.uploaded]
                 removed = [r for r in plan.removes if r.remote in report.removed]
                 report.batch = self.recorder.record(kind, sent, removed)
+        self.manifest.mark_synced()
         return report
 
     def _execute(self, plan: Plan, report: PassReport, progress: Progress | None) -> None:
@@ -230,7 +306,7 @@ class Syncer:
             if pushed is None:
                 continue
             try:
-                self.remote.set_mtime(upload.remote, upload.file.mtime_s)
+                self.remote.set_mtime(upload.remote, sftp_seconds(upload.file.mtime_ns))
             except RemoteFileError as exc:
                 log.debug("unchanged_mtime_failed", path=upload.local, error=str(exc))
                 continue
@@ -249,10 +325,19 @@ class Syncer:
             report.failed[upload.local] = "cannot read the local file: permission denied"
             log.warning("upload_failed", path=upload.local, error="permission denied (local)")
         uploads = tuple(u for u in uploads if u not in unreadable)
-        jobs = [UploadJob(root / u.local, u.remote, u.file.mode, u.file.mtime_ns) for u in uploads]
+        jobs = [
+            UploadJob(
+                root / u.local,
+                u.remote,
+                u.file.mode,
+                u.file.mtime_ns,
+                opener=partial(self.tree.open, u.local, u.file),
+            )
+            for u in uploads
+        ]
         by_remote = {u.remote: u for u in uploads}
         started = time.monotonic()
-        outcomes = self.remote.upload_many(jobs)
+        outcomes = self._alone(jobs, self.remote.upload_many(jobs), [u.file.size for u in uploads])
         elapsed_ms = (time.monotonic() - started) * 1000 / max(len(jobs), 1)
         pushed = []
         for count, outcome in enumerate(outcomes, 1):
@@ -260,6 +345,10 @@ class Syncer:
             if outcome.refused:
                 report.refused[upload.local] = outcome.refused
                 log.warning("refused", path=upload.local, reason=outcome.refused)
+            elif outcome.error is not None and self.tree.inspect(upload.local) != upload.file:
+                # Changed between the check and the read (the guarded open saw it): not a
+                # failure, a newer version to send.
+                report.changed_meanwhile.append(upload.local)
             elif outcome.error is not None:
                 report.failed[upload.local] = str(outcome.error)
                 log.warning("upload_failed", path=upload.local, error=str(outcome.error))
@@ -269,12 +358,28 @@ class Syncer:
                 progress(count, total)
         self.manifest.record(pushed)
 
+    def _alone(
+        self, jobs: list[UploadJob], outcomes: list[UploadOutcome], sizes: list[int]
+    ) -> list[UploadOutcome]:
+        """Files that failed beside others are tried once more, each alone, smallest first:
+        on a full disk the big file in flight filled it, and the small ones fit by themselves.
+        At most ``RETRY_ALONE`` of them: the rest wait for the next retry as they did."""
+        if len(jobs) < 2:
+            return outcomes
+        failed = sorted(
+            (i for i, outcome in enumerate(outcomes) if outcome.error is not None),
+            key=lambda i: sizes[i],
+        )
+        for index in failed[:RETRY_ALONE]:
+            [outcomes[index]] = self.remote.upload_many([jobs[index]])
+        return outcomes
+
     def _landed(
         self, upload: Upload, outcome: UploadOutcome, report: PassReport, ms: float
     ) -> Pushed:
         report.uploaded.append(outcome)
         report.landed.append(upload.local)
-        now = local_file(self.config.local_root, upload.local, self.folders)
+        now = self.tree.inspect(upload.local)
         if now != upload.file:
             # Written to while we read it: what landed is whole, but not the latest version.
             report.changed_meanwhile.append(upload.local)

@@ -12,7 +12,6 @@ import posixpath
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
@@ -20,9 +19,9 @@ from opswatch.config import Config
 from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
 from opswatch.core.selection import EVERYTHING, Selection
-from opswatch.errors import ConnectError, RemoteCommandError, RemoteFileMissing
+from opswatch.errors import ConnectError, LocalFileError, RemoteCommandError, RemoteFileMissing
 from opswatch.local.builds import SourceCheck
-from opswatch.local.scan import read_ignore_files, scan
+from opswatch.local.scan import LocalTree, read_ignore_files, scan
 from opswatch.ssh.remote import SshRemote
 from opswatch.sync.progress import progress_bar
 
@@ -36,7 +35,6 @@ COMMAND_BUDGET = 64 * 1024
 COMMAND_BASE_TIMEOUT_S = 60.0
 HASH_RATE = 20 * 1024 * 1024  # bytes per second the deadline allows for a slow disk
 NO_SHA256SUM = 127
-READ_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,14 +81,6 @@ class VerifyReport:
 
 
 # -- pure helpers --------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cost(relative: str) -> int:
@@ -163,13 +153,23 @@ def local_targets(
     router = Router.from_config(
         config, read_ignore_files(config.local_root, config.watched_folders)
     )
-    index = scan(config.local_root, router, config.watched_folders)
+    tree = LocalTree(
+        config.local_root,
+        config.watched_folders,
+        router,
+        allow_hard_links=config.sync.allow_hard_links,
+    )
+    index = scan(tree)
     targets = []
     for path, info in index.files.items():
         if path not in only:
             continue
         try:
-            digest = file_sha256(config.local_root / path)
+            with tree.open(path, info) as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        except LocalFileError as exc:
+            report.unreadable_locally[path] = str(exc)
+            continue
         except OSError as exc:
             report.unreadable_locally[path] = exc.strerror or str(exc)
             continue
