@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from helpers import wait_until
 from opswatch.daemon.engine import Daemon
 from opswatch.demo.sshd import LocalSshd
+
+# `pytest --hypothesis-profile=long`: the field test (and every property test) runs many
+# examples; the default suite keeps each property test short.
+settings.register_profile("long", max_examples=300, deadline=None)
 
 WriteConfig = Callable[..., Path]
 MakeSshd = Callable[..., LocalSshd]

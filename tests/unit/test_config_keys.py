@@ -85,5 +85,5 @@ def test_every_accepted_key_is_in_the_example(table: str, key: str) -> None:
 def test_an_unknown_key_names_the_keys_the_table_accepts() -> None:
     doc = minimal()
     doc["sync"] = {"nevr": []}
-    with pytest.raises(ConfigError, match=r"sync\.nevr: unknown key \(known: debounce_ms, "):
+    with pytest.raises(ConfigError, match=r"sync\.nevr: unknown key \(known: allow_hard_links, "):
         parse_config(doc, SOURCE)

@@ -57,7 +57,7 @@ def test_the_config_routes_every_seed_path_as_the_seed_does(
     assert config.rebuild.mode == "off"
     assert config.rebuild.compose_file == "docs/ops/docker-compose.production.yml"
     text = config_path.read_text()
-    assert "#   .env .env.* data/ certs/" in text
+    assert "#   .env .env.* *.env .envrc data/ certs/ *.pem *.key *.p12" in text
     assert '# name = "coda-mcp-gateway"' in text and '# name = "demo"' in text
 
     aim_at(config_path, sshd_server, remote_root, tmp_path)
