@@ -258,10 +258,16 @@ def wait_ready(site: DemoSite) -> float:
     return took
 
 
+SHORT_TEMP = 40  # characters: what the socket's path may spend on the temp folder
+
+
 def _base_folder() -> Path:
-    # The state folder holds a Unix socket, whose path must stay short (macOS's TMPDIR is long).
-    short = "/tmp" if Path("/tmp").is_dir() and os.access("/tmp", os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="opswatch-demo-", dir=short)).resolve()
+    # The state folder holds a Unix socket, whose path must stay short (108 bytes on Linux, 104
+    # on macOS, whose TMPDIR alone is about 50): $TMPDIR when it is short enough, else /tmp.
+    chosen: str | None = tempfile.gettempdir()
+    if len(tempfile.gettempdir()) > SHORT_TEMP:
+        chosen = "/tmp" if Path("/tmp").is_dir() and os.access("/tmp", os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="opswatch-demo-", dir=chosen)).resolve()
 
 
 @contextmanager

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,12 +41,16 @@ def _needs_sshd() -> None:
         pytest.fail("OpenSSH's sshd is needed: run `bash tests/run.sh`", pytrace=False)
 
 
-def demo_folders() -> set[Path]:
-    return set(Path("/tmp").glob("opswatch-demo-*"))
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp folder of the demo's own (short enough for its socket), so that demos run by
+    other test sessions on the same machine do not show up in it."""
+    folder = Path(tempfile.mkdtemp(prefix="owd-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_the_scripted_demo_passes_and_cleans_up() -> None:
-    before = demo_folders()
+def test_the_scripted_demo_passes_and_cleans_up(short_tmp: Path) -> None:
     done = subprocess.run(
         [*opswatch_command(), "demo", "--script"],
         capture_output=True,
@@ -50,13 +58,14 @@ def test_the_scripted_demo_passes_and_cleans_up() -> None:
         timeout=120,
         check=False,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(short_tmp)},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for step in STEPS:
         assert re.search(rf"^  ok   {re.escape(step)}", done.stdout, re.M), done.stdout
     assert re.search(r"edit a Dockerfile\s+landed in\s+\d+ ms", done.stdout)
     assert "all 9 checks passed" in done.stdout
-    assert demo_folders() == before, "the demo folder is removed"
+    assert list(short_tmp.iterdir()) == [], "the demo folder is removed"
 
 
 def test_the_interactive_demo_shows_what_lands_and_stops_on_ctrl_c() -> None:
