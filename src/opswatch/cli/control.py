@@ -1,4 +1,5 @@
-"""The commands that talk to a running daemon: ``status``, ``pause``, ``resume``, ``flush``.
+"""The commands that talk to a running daemon: ``status``, ``pause``, ``resume``, ``flush``,
+``stop``, ``reload``.
 
 They need no valid config, only its path: the path names the state folder and so the socket.
 No daemon answering is exit 3, as LSB init scripts' ``status`` does.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +19,7 @@ import click
 from opswatch.cli.app import App, echo_json, expected_errors, pass_app
 from opswatch.daemon.control import ControlClient
 from opswatch.daemon.pause import MAX_PAUSE_S
-from opswatch.errors import ConfigError, NotRunningError
+from opswatch.errors import ConfigError, NotRunningError, OpswatchError
 from opswatch.logs import escaped
 from opswatch.paths import state_paths
 
@@ -252,4 +255,60 @@ def flush(app: App) -> None:
     click.echo(f"flushed; {sent} file(s) landed" if sent else "nothing pending")
 
 
-COMMANDS = (status, pause, resume, flush)
+STOP_WAIT_S = 600.0  # the batch in flight may be a big one
+RESTARTS = {
+    "systemd": "systemd may start it again; `systemctl --user stop opswatch` stops the service",
+    "launchd": "launchd may start it again; `opswatch service uninstall` removes the agent",
+}
+
+
+@click.command()
+@pass_app
+@expected_errors
+def stop(app: App) -> None:
+    """Finish the batch in flight, then exit; what is pending waits for the next start."""
+    control = client(app)
+    result = control.request("stop", timeout=STOP_WAIT_S)
+    try:  # the reply comes once the engine took the request: the process is on its way out
+        wait_until_gone(control, STOP_WAIT_S)
+    except TimeoutError:
+        click.echo(f"error: opswatch did not exit within {STOP_WAIT_S:g} s", err=True)
+        sys.exit(1)
+    click.echo("stopped")
+    manager = result.get("service_manager")
+    if isinstance(manager, str) and manager in RESTARTS:
+        click.echo(f"note: opswatch ran under {manager}: {RESTARTS[manager]}", err=True)
+
+
+def wait_until_gone(control: ControlClient, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            control.request("status", timeout=5)
+        except NotRunningError:
+            return
+        except OpswatchError:
+            pass  # shutting down: the socket is still there but nobody answers
+        time.sleep(0.1)
+    raise TimeoutError
+
+
+@click.command()
+@pass_app
+@expected_errors
+def reload(app: App) -> None:
+    """Read the config again; an invalid one is refused (exit 2) and the running one kept."""
+    result = client(app).request("reload", timeout=None)
+    if not result.get("changed"):
+        click.echo("reloaded; the config is unchanged")
+        return
+    click.echo("reloaded; the new config is applied")
+    for folder in result.get("folders_added", []):
+        click.echo(f"watching:    {escaped(str(folder))}")
+    for folder in result.get("folders_removed", []):
+        click.echo(f"not watched: {escaped(str(folder))}")
+    if result.get("server_changed"):
+        click.echo("server:      changed; reconnecting")
+
+
+COMMANDS = (status, pause, resume, flush, stop, reload)

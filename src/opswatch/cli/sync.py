@@ -10,6 +10,8 @@ import click
 from opswatch.config import Config
 from opswatch.core.builds import BuildGap
 from opswatch.core.selection import EVERYTHING, Selection
+from opswatch.daemon.control import ControlClient
+from opswatch.errors import NotRunningError, OpswatchError
 from opswatch.local.scan import LocalIndex
 from opswatch.logs import escaped
 from opswatch.model import Plan
@@ -75,6 +77,8 @@ def run_sync(
         with progress_bar("syncing", total, enabled=not as_json) as advance:
             report = syncer.execute(plan, progress=advance, kind="sync")
         gaps = build_gaps(syncer)
+    if force and report.landed:
+        tell_daemon(config, paths, report)
     if as_json:
         shown = {**report_to_json(report), "build_gaps": [g.to_json() for g in gaps]}
         click.echo(json.dumps(shown, indent=2))
@@ -86,6 +90,21 @@ def run_sync(
         click.echo(f"error: {path}: changed while syncing; not sent (sync again)", err=True)
     failed = report.failed or report.refused or report.conflicts or unselected or unsent
     return 1 if failed else 0
+
+
+def tell_daemon(config: Config, paths: StatePaths, report: PassReport) -> None:
+    """A daemon running for this config follows what ``--force`` put in place: its conflict
+    list clears and the rebuilds follow, as after a batch of its own."""
+    control = ControlClient(paths, config.source)
+    try:
+        result = control.request("forced", paths=report.landed, batch=report.batch)
+    except NotRunningError:
+        return
+    except OpswatchError as exc:
+        click.echo(f"warning: the running opswatch was not told: {escaped(str(exc))}", err=True)
+        return
+    cleared = int(result.get("conflicts_cleared", 0))
+    click.echo(f"told the running opswatch ({cleared} conflict(s) cleared)", err=True)
 
 
 def show_plan(plan: Plan, gaps: list[BuildGap], *, as_json: bool) -> None:

@@ -35,7 +35,7 @@ import structlog
 
 from opswatch.daemon.guard import describe
 from opswatch.daemon.requests import ControlRequest, StatusQuery, parse_request
-from opswatch.errors import NotRunningError, OpswatchError, UsageError
+from opswatch.errors import ConfigError, NotRunningError, OpswatchError, UsageError
 from opswatch.model import Status
 from opswatch.paths import StatePaths
 
@@ -222,6 +222,8 @@ class ControlServer:
         log.info("control_request", cmd=request.command)
         try:
             result = self._wait(self.daemon.submit(request))
+        except ConfigError as exc:  # `reload`: every problem, each on its own line
+            return {**_failure(str(exc), exc.exit_code), "problems": exc.problems}
         except OpswatchError as exc:
             return _failure(str(exc), exc.exit_code)
         return {"v": PROTOCOL_VERSION, "ok": True, "result": result}
@@ -309,6 +311,9 @@ def _unpack(line: bytes, cmd: str, not_running: NotRunningError) -> dict[str, An
         raise OpswatchError(
             "the running opswatch speaks another control protocol version; restart it"
         )
+    problems = reply.get("problems")
+    if not reply.get("ok") and isinstance(problems, list) and problems:
+        raise ConfigError([str(problem) for problem in problems])
     if not reply.get("ok"):
         error = OpswatchError(str(reply.get("error") or "request failed"))
         error.exit_code = int(reply.get("exit") or 1)

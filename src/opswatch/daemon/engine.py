@@ -112,6 +112,7 @@ class Daemon:
             status=self.status,
             history=self.history,
             connected=lambda: remote.connected,
+            stop=self.stop,
         )
         self.status_builder = StatusBuilder(
             host=config.remote.host,
@@ -129,6 +130,8 @@ class Daemon:
         self.watcher = (
             Watcher(config.local_root, config.watched_folders, self.events) if watch else None
         )
+        self.successor: Daemon | None = None  # set by a reload: the loop ends, it takes over
+        self.on_turn: list[Callable[[], None]] = []  # each turn, under the guard (config watch)
         self._status_lock = threading.Lock()
         self._status = Status(State.OFFLINE, False, config.remote.host)
 
@@ -156,15 +159,27 @@ class Daemon:
         self.stopping.set()
         self.events.put(None)  # wake the engine
 
+    def forward_queued(self, successor: Daemon) -> None:
+        """After a reload: control requests and rebuild results still queued go to the
+        successor; file events do not (its first reconcile looks at every file)."""
+        while True:
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Submitted | RebuildResult):
+                successor.events.put(item)
+
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """The engine loop; returns after ``stop()``. Pending changes stay for the next start."""
+        """The engine loop; returns after ``stop()``, or once a reload set ``successor``.
+        Pending changes stay for the next start (or are handed to the successor)."""
         if self.watcher is not None:
             self.watcher.start()
         try:
             self.publish()
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and self.successor is None:
                 try:
                     self.turn()
                 except Exception as exc:  # the units have their own guards; this is the loop's
@@ -181,6 +196,8 @@ class Daemon:
         is due, when ``wait``), send what is due, publish the status."""
         self._keep_link(self.clock())
         self._handle_queued(wait)
+        for hook in self.on_turn:
+            self.guard.run(Unit.RELOAD, hook)
         self.sender.settle_head()
         if self.remote.connected and not self.pause.paused():
             self.sender.step()
@@ -227,7 +244,8 @@ class Daemon:
                 step()
             except Exception as exc:  # stopping goes on: the next step may matter more
                 log.warning("stop_step_failed", step=step.__qualname__, error=describe(exc))
-        log.info("stopped", pending=len(self.sender.pending_paths()))
+        pending = len(self.sender.pending_paths())
+        log.info("handed_over" if self.successor else "stopped", pending=pending)
 
     # -- units of work ---------------------------------------------------------------------------
 

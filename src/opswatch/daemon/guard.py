@@ -36,6 +36,7 @@ class Unit(enum.Enum):
     REBUILD_RESULT = "a rebuild result"
     STATUS = "the status"
     LOOP = "the engine loop"
+    RELOAD = "watching the config file"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ engine (which owns the SFTP channel) when a health check failed; the socket can'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, assert_never
@@ -92,7 +93,31 @@ class RollBack:
     paths: tuple[str, ...]
 
 
-ControlRequest = StatusQuery | Pause | Resume | Flush | Reconnect | Undo
+@dataclass(frozen=True)
+class Stop:
+    """Finish the batch in flight, then exit (what is pending stays for the next start)."""
+
+    command: ClassVar[str] = "stop"
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Read the config file again: an invalid one is refused and the running one kept."""
+
+    command: ClassVar[str] = "reload"
+
+
+@dataclass(frozen=True)
+class Forced:
+    """``opswatch sync --force`` put ``paths`` (local) in place as ``batch``: they are conflicts
+    no longer, and their rebuilds follow as after any batch."""
+
+    command: ClassVar[str] = "forced"
+    paths: tuple[str, ...]
+    batch: int | None = None
+
+
+ControlRequest = StatusQuery | Pause | Resume | Flush | Reconnect | Undo | Stop | Reload | Forced
 EngineRequest = ControlRequest | RollBack  # what the engine handles: the socket's, and RollBack
 
 
@@ -113,7 +138,9 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _no_arguments(kind: type[StatusQuery | Resume | Flush | Reconnect]) -> Parser:
+def _no_arguments(
+    kind: type[StatusQuery | Resume | Flush | Reconnect | Stop | Reload],
+) -> Parser:
     def parse(args: Mapping[str, object]) -> ControlRequest:
         _only(kind.command, args, frozenset())
         return kind()
@@ -145,6 +172,24 @@ def _parse_undo(args: Mapping[str, object]) -> ControlRequest:
     return Undo(batch, force)
 
 
+MAX_FORCED = 100_000  # paths in one `forced` request
+MAX_PATH = 4096
+
+
+def _parse_forced(args: Mapping[str, object]) -> ControlRequest:
+    _only("forced", args, frozenset({"paths", "batch"}))
+    paths, batch = args.get("paths"), args.get("batch")
+    if not isinstance(paths, list) or len(paths) > MAX_FORCED:
+        raise _bad("forced", f"`paths` must be a list of at most {MAX_FORCED} paths")
+    if not all(isinstance(p, str) and 0 < len(p) <= MAX_PATH for p in paths):
+        raise _bad("forced", "each of `paths` must be a non-empty local path")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)):
+        raise _bad("forced", "`batch` must be a batch number or null")
+    if batch is not None and not 0 < batch <= MAX_BATCH:
+        raise _bad("forced", f"`batch` must be more than 0 and at most {MAX_BATCH}")
+    return Forced(tuple(str(p) for p in paths), batch)
+
+
 Parser = Callable[[Mapping[str, object]], ControlRequest]
 
 # The commands the socket accepts: name → the parser of its arguments.
@@ -155,6 +200,9 @@ COMMANDS: Mapping[str, Parser] = {
     Flush.command: _no_arguments(Flush),
     Reconnect.command: _no_arguments(Reconnect),
     Undo.command: _parse_undo,
+    Stop.command: _no_arguments(Stop),
+    Reload.command: _no_arguments(Reload),
+    Forced.command: _parse_forced,
 }
 
 
@@ -166,6 +214,20 @@ def parse_request(command: object, args: object) -> ControlRequest:
     if not isinstance(args, dict):
         raise _bad(str(command), "expected an object")
     return parse(args)
+
+
+def service_manager() -> str | None:
+    """The service manager this process runs under, as its environment tells: systemd sets
+    ``INVOCATION_ID`` for every unit it starts, launchd ``XPC_SERVICE_NAME`` for a job."""
+    if os.environ.get("INVOCATION_ID"):
+        return "systemd"
+    if os.environ.get("XPC_SERVICE_NAME", "0") not in ("", "0"):
+        return "launchd"
+    return None
+
+
+def _cannot_reload() -> Result:
+    raise UsageError("this daemon cannot reload its config; restart it")
 
 
 # -- handling, on the engine thread ---------------------------------------------------------------
@@ -186,6 +248,7 @@ class RequestHandlers:
         status: Callable[[], Status],
         history: HistoryKeeper,
         connected: Callable[[], bool],
+        stop: Callable[[], None],
     ) -> None:
         self.sender = sender
         self.pause = pause
@@ -195,6 +258,10 @@ class RequestHandlers:
         self.status = status
         self.history = history
         self.connected = connected
+        self.stop = stop
+        # Set by whoever can build a daemon for a new config (``daemon.reload``); until then a
+        # reload is refused rather than half done.
+        self.reload: Callable[[], Result] = _cannot_reload
 
     def handle(self, request: EngineRequest) -> Result:
         match request:
@@ -211,6 +278,14 @@ class RequestHandlers:
                 return {}
             case Undo(batch=batch, force=force):
                 return self._undo(batch, force)
+            case Stop():
+                log.info("stop_requested")
+                self.stop()
+                return {"stopping": True, "service_manager": service_manager()}
+            case Reload():
+                return self.reload()
+            case Forced(paths=paths, batch=batch):
+                return {"conflicts_cleared": self.sender.forced(paths, batch)}
             case RollBack(batch=batch, paths=paths):
                 with self.sender.syncing_pass():
                     return {"to": self.history.roll_back(batch, paths)}

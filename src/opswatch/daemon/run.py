@@ -1,4 +1,6 @@
-"""``opswatch run``: build the daemon for a config, serve it until SIGTERM/SIGINT, exit 0.
+"""``opswatch run``: build the daemon for a config, serve it until SIGTERM/SIGINT or
+``opswatch stop``, exit 0; on ``opswatch reload``, SIGHUP or a changed config file, hand over to a
+daemon built for the new config (``daemon.reload``).
 
 Around the engine: the daemon lock (one daemon per config), the control socket, sd_notify
 READY/STATUS/STOPPING, and the optional desktop notice. SIGTERM/SIGINT let the batch in flight
@@ -24,6 +26,8 @@ from opswatch.daemon.control import ControlServer
 from opswatch.daemon.engine import Daemon
 from opswatch.daemon.lock import DaemonLock
 from opswatch.daemon.notify import DesktopNotifier, Listener, StatusMonitor, service_status, summary
+from opswatch.daemon.reload import Reloader, hand_over
+from opswatch.daemon.requests import Reload
 from opswatch.errors import StateError
 from opswatch.paths import StatePaths
 from opswatch.ssh.agent import agent_problem
@@ -58,25 +62,37 @@ def build_daemon(config: Config, paths: StatePaths) -> Daemon:
 
 
 def run_daemon(config: Config, paths: StatePaths) -> int:
-    """Serve until SIGTERM/SIGINT (exit 0). Whatever fails before the engine runs is an
-    ``OpswatchError``: one ``error:`` line, never a traceback."""
+    """Serve until SIGTERM/SIGINT or ``opswatch stop`` (exit 0). Whatever fails before the
+    engine runs is an ``OpswatchError``: one ``error:`` line, never a traceback."""
     paths = paths.ensure()
     with DaemonLock(paths.lock_file, config.source):
-        daemon = build_daemon(config, paths)
+        daemon = _reloadable(build_daemon(config, paths), paths)
         server = ControlServer(daemon, paths)
         try:
             server.start()
         except OSError as exc:
             raise StateError(f"cannot listen on {paths.socket}: {exc.strerror or exc}") from None
         try:
-            return _serve(daemon, config)
+            return _serve(daemon, server)
         finally:
             server.stop()
 
 
-def _serve(daemon: Daemon, config: Config) -> int:
+def _reloadable(daemon: Daemon, paths: StatePaths) -> Daemon:
+    Reloader(daemon, lambda config: _reloadable(build_daemon(config, paths), paths))
+    return daemon
+
+
+def _serve(first: Daemon, server: ControlServer) -> int:
+    current = [first]  # the daemon serving now: a reload replaces it
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        daemon = current[0]
         name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            log.info("reload_requested", signal=name)
+            daemon.submit(Reload())  # the engine thread reloads; the result is in the log
+            return
         if daemon.stopping.is_set():
             log.info("stopping", signal=name, detail="still finishing the upload in flight")
             return
@@ -84,8 +100,32 @@ def _serve(daemon: Daemon, config: Config) -> int:
         daemon.stop()
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, on_signal)
+    _log_start(first.config)
+    listeners: list[Listener] = [service_status]
+    if first.config.notify:
+        listeners.append(DesktopNotifier())
+    monitor = StatusMonitor(lambda: current[0].status(), listeners)
+    sdnotify.ready(summary(first.status()))
+    monitor.start()
+    try:
+        while True:
+            daemon = current[0]
+            daemon.run()
+            successor = daemon.successor
+            if successor is None or daemon.stopping.is_set():
+                return 0
+            current[0] = successor
+            server.daemon = successor  # before the old one is marked stopping: see ControlServer
+            hand_over(daemon, successor)
+            _log_start(successor.config)
+    finally:
+        sdnotify.stopping()
+        monitor.stop()
+
+
+def _log_start(config: Config) -> None:
     log.info(
         "starting",
         config=str(config.source),
@@ -96,15 +136,3 @@ def _serve(daemon: Daemon, config: Config) -> int:
     problem = agent_problem()
     if problem:
         log.warning("agent_unreachable", detail=problem)
-    listeners: list[Listener] = [service_status]
-    if config.notify:
-        listeners.append(DesktopNotifier())
-    monitor = StatusMonitor(daemon.status, listeners)
-    sdnotify.ready(summary(daemon.status()))
-    monitor.start()
-    try:
-        daemon.run()
-    finally:
-        sdnotify.stopping()
-        monitor.stop()
-    return 0

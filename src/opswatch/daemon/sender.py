@@ -341,6 +341,16 @@ class Sender:
         batch is, so that the rebuilds of what went back are queued."""
         self._after(PassReport(landed=list(paths), batch=batch), "undo")
 
+    def forced(self, paths: Sequence[str], batch: int | None) -> int:
+        """``opswatch sync --force`` put these local files in place: their targets are no longer
+        conflicts, and they are followed as a batch is (rebuilds). Returns how many cleared."""
+        targets = {t for path in paths for t in self.router.decide(path).targets}
+        before = len(self.conflicts)
+        self.conflicts = tuple(c for c in self.conflicts if c not in targets)
+        log.info("forced", files=len(paths), conflicts_cleared=before - len(self.conflicts))
+        self._after(PassReport(landed=list(paths), batch=batch), "forced")
+        return before - len(self.conflicts)
+
     @contextmanager
     def syncing_pass(self) -> Iterator[None]:
         """``syncing`` in status while a pass runs (a batch, a reconcile, an undo, a rollback)."""
