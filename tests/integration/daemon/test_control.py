@@ -78,7 +78,8 @@ def test_commands_exit_3_when_no_daemon_runs(
     repo: Path, sshd_server: LocalSshd, remote_root: Path, write_config
 ) -> None:
     config = write_config(repo, sshd_server, remote_root)
-    for command in (["status"], ["status", "--json"], ["pause"], ["resume"], ["flush"]):
+    commands = (["status"], ["status", "--json"], ["pause"], ["resume"], ["flush"], ["stop"])
+    for command in (*commands, ["reload"]):
         done = opswatch(config, *command)
         assert done.returncode == 3, (command, done.stdout, done.stderr)
         assert done.stderr.strip() == f"error: opswatch is not running (config {config})"

@@ -12,10 +12,13 @@ from opswatch.daemon.pause import MAX_PAUSE_S
 from opswatch.daemon.requests import (
     COMMANDS,
     Flush,
+    Forced,
     Pause,
     Reconnect,
+    Reload,
     Resume,
     StatusQuery,
+    Stop,
     Undo,
     parse_request,
 )
@@ -39,6 +42,10 @@ from opswatch.errors import UsageError
         ("undo", {"batch": 41}, Undo(41)),
         ("undo", {"batch": 41, "force": True}, Undo(41, force=True)),
         ("undo", {"batch": 2**63 - 1}, Undo(2**63 - 1)),
+        ("stop", {}, Stop()),
+        ("reload", {}, Reload()),
+        ("forced", {"paths": []}, Forced(())),
+        ("forced", {"paths": ["a/b", "c"], "batch": 7}, Forced(("a/b", "c"), 7)),
     ],
 )
 def test_each_command_parses_into_its_dataclass(
@@ -75,6 +82,15 @@ def test_each_command_parses_into_its_dataclass(
         ("undo", {"force": "yes"}, "`force` must be true or false"),
         ("undo", {"force": None}, "`force` must be true or false"),
         ("undo", {"batch": 1, "only": ["x"]}, "unknown argument(s) 'only'"),
+        ("stop", {"now": True}, "unknown argument(s) 'now'"),
+        ("reload", {"config": "/etc/x"}, "unknown argument(s) 'config'"),
+        ("forced", {}, "`paths` must be a list"),
+        ("forced", {"paths": "a"}, "`paths` must be a list"),
+        ("forced", {"paths": [1]}, "non-empty local path"),
+        ("forced", {"paths": [""]}, "non-empty local path"),
+        ("forced", {"paths": ["x" * 5000]}, "non-empty local path"),
+        ("forced", {"paths": [], "batch": "1"}, "`batch` must be a batch number"),
+        ("forced", {"paths": [], "batch": 0}, "more than 0"),
         ("__init__", {}, "unknown command"),
         ("_request_flush", {}, "unknown command"),
         (["flush"], {}, "unknown command"),
@@ -89,7 +105,17 @@ def test_anything_else_is_a_usage_error(command: object, args: object, problem: 
 
 
 def test_one_table_lists_the_commands() -> None:
-    assert set(COMMANDS) == {"status", "pause", "resume", "flush", "reconnect", "undo"}
+    assert set(COMMANDS) == {
+        "status",
+        "pause",
+        "resume",
+        "flush",
+        "reconnect",
+        "undo",
+        "stop",
+        "reload",
+        "forced",
+    }
 
 
 class Unused:
