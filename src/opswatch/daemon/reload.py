@@ -99,10 +99,17 @@ def describe_changes(old: Config, new: Config) -> dict[str, object]:
 
 
 def hand_over(old: Daemon, new: Daemon) -> None:
-    """After ``old``'s loop ended for a reload: what it had pending goes to ``new``; control
-    requests still queued for it are forwarded; its worker threads are told to end."""
+    """After ``old``'s loop ended for a reload: what it had pending goes to ``new`` (a held
+    batch stays held: the new daemon's first reconcile must not send it); control requests
+    still queued for it are forwarded; its worker threads are told to end."""
+    held = old.sender.hold
+    kept: set[str] = set()
+    if held.batch is not None and new.config.sync.hold_over:
+        new.sender.hold.keep(held.batch, held.reason or "held before the reload")
+        kept = set(held.paths)
     for path in old.sender.pending_paths():
-        new.sender.add(Change(path, ChangeKind.MODIFIED))  # the plan looks at what it is now
+        if path not in kept:  # the plan looks at what the file is now
+            new.sender.add(Change(path, ChangeKind.MODIFIED))
     new.rebuilds.update(old.rebuilds)
     new.sender.uploaded = old.sender.uploaded
     new.sender.removed = old.sender.removed

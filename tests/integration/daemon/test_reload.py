@@ -58,6 +58,11 @@ def edit(repo: Path, relative: str, text: str) -> None:
     path.write_text(text)
 
 
+def handed_over(daemon: DaemonProcess, reloads: int = 1) -> None:
+    """The new daemon serves: its `starting` is logged after the old one handed over."""
+    wait_until(lambda: len(daemon.events("starting")) > reloads, 20, message="the hand-over")
+
+
 def seed_rules_and(*rules: dict[str, Any]) -> list[dict[str, Any]]:
     return [*SEED_RULES, *rules]
 
@@ -97,6 +102,7 @@ def test_reload_watches_a_new_folder_and_keeps_what_was_pending(
     assert done.returncode == 0, done.stderr
     assert "reloaded; the new config is applied" in done.stdout
     assert "watching:    deploy" in done.stdout
+    handed_over(daemon)
     status = daemon.wait_for(lambda s: s["connected"], "the new daemon to connect")
     assert status["pending_paths"] == [RUNBOOK] and status["state"] == "paused"
     assert opswatch(daemon.config, "resume").returncode == 0
@@ -244,9 +250,32 @@ def test_a_rule_dropped_by_a_reload_no_longer_sends_what_was_pending(
     write(rule=[SEED_RULES[0], {**without_runbooks, "to": "docs/ops"}])
     done = opswatch(daemon.config, "reload")
     assert done.returncode == 0, done.stderr
+    handed_over(daemon)
     daemon.wait_for(lambda s: s["connected"], "the new daemon to connect")
     done = opswatch(daemon.config, "resume")
     assert done.returncode == 0, done.stderr
     status = daemon.wait_for(lambda s: s["pending"] == 0, "nothing pending")
     assert status["last_error"] is None
     assert (remote_root / RUNBOOK).read_text() == before
+
+
+def test_a_held_batch_stays_held_across_a_reload(
+    start: Start, write: Write, repo: Path, remote_root: Path
+) -> None:
+    # A long max delay: the burst must arrive as one batch even on a loaded machine.
+    daemon = start(sync={"debounce_ms": 200, "max_delay_ms": 5000, "hold_over": 3})
+    burst = repo / "docs/ops/runbooks/burst"
+    burst.mkdir()
+    for number in range(5):
+        (burst / f"page-{number}.md").write_text(f"page {number}\n")
+    daemon.wait_for(lambda s: s["state"] == "held" and s["held"] == 5, "the burst to be held")
+    write(sync={"debounce_ms": 100, "max_delay_ms": 5000, "hold_over": 3})
+    assert opswatch(daemon.config, "reload").returncode == 0
+    # The new daemon's first reconcile has run: it must have left the held files alone.
+    handed_over(daemon)
+    status = daemon.wait_for(lambda s: s["reconciles"] >= 1, "the new daemon's reconcile")
+    assert status["state"] == "held" and status["held"] == 5
+    assert not (remote_root / "docs/ops/runbooks/burst").exists()
+    done = opswatch(daemon.config, "flush")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "flushed; 5 file(s) landed"
