@@ -256,9 +256,13 @@ def flush(app: App) -> None:
 
 
 STOP_WAIT_S = 600.0  # the batch in flight may be a big one
+# A clean exit is not restarted by the units `opswatch service install` writes
+# (Restart=on-failure, KeepAlive.SuccessfulExit=false), but the next login starts them again.
 RESTARTS = {
-    "systemd": "systemd may start it again; `systemctl --user stop opswatch` stops the service",
-    "launchd": "launchd may start it again; `opswatch service uninstall` removes the agent",
+    "systemd": "systemd may start it again (at the next login; "
+    "`systemctl --user disable opswatch` keeps it off)",
+    "launchd": "launchd may start it again (at the next login; "
+    "`opswatch service uninstall` keeps it off)",
 }
 
 
