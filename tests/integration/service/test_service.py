@@ -60,6 +60,7 @@ def check_systemd_unit(text: str, program: list[str], config: Path) -> None:
         "run",
     ]
     assert Path(program[0]).is_absolute()
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the daemon reloads on SIGHUP
     assert service["WorkingDirectory"] == str(config.parent)
     assert service["NoNewPrivileges"] == "yes"
     # hardening that would hide the agent socket, keys or known_hosts from ssh is left out
