@@ -159,6 +159,15 @@ class Daemon:
         self.stopping.set()
         self.events.put(None)  # wake the engine
 
+    def discard(self) -> None:
+        """A daemon built for a reload that never ran: its threads end, its files close."""
+        self.stopping.set()
+        for step in (self.remote.close, self.manifest.close, self.history.close):
+            try:
+                step()
+            except Exception as exc:  # nothing ran on them: this is tidying up
+                log.debug("discard_step_failed", step=step.__qualname__, error=describe(exc))
+
     def forward_queued(self, successor: Daemon) -> None:
         """After a reload: control requests and rebuild results still queued go to the
         successor; file events do not (its first reconcile looks at every file)."""

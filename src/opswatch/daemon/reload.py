@@ -68,6 +68,9 @@ class Reloader:
         except ConfigError as exc:
             log.warning("reload_refused", problems=exc.problems, action="kept the running config")
             raise
+        if self.daemon.successor is not None:  # two reloads before the loop ended: the last wins
+            self.daemon.successor.discard()
+            self.daemon.successor = None
         old = self.daemon.config
         if config == old:
             log.info("reload", changed=False)
