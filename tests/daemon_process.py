@@ -7,6 +7,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,23 @@ class DaemonProcess:
     def stop(self) -> int:
         self.signal(signal.SIGTERM)
         return self.wait()
+
+    def stop_within(self, seconds: float, then: Callable[[], None] = lambda: None) -> float:
+        """SIGTERM (then ``then()``), and the seconds until exit, which must come within
+        ``seconds``, with exit 0, by the daemon's own stop (not its last-resort forced exit)."""
+        started = time.monotonic()
+        self.signal(signal.SIGTERM)
+        then()
+        try:
+            code = self.wait(timeout=seconds + 5)  # a little more, to say by how much it overran
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"running {seconds + 5:g} s after SIGTERM\n{self.text}") from None
+        took = time.monotonic() - started
+        print(f"SIGTERM to exit: {took:.2f} s")
+        assert took <= seconds, f"exit took {took:.1f} s after SIGTERM\n{self.text}"
+        assert code == 0, self.text
+        assert self.events("stop_forced") == [], self.text
+        return took
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

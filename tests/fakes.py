@@ -68,6 +68,9 @@ class FakeRemote:
     def close(self) -> None:
         self._up = False
 
+    def abort(self) -> None:
+        self._up = False
+
     def drop(self) -> None:
         self._up = False
 

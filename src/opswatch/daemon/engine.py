@@ -45,6 +45,10 @@ log = structlog.get_logger("opswatch.daemon")
 
 FAILED_RETRY_S = 30.0
 TICK_S = 1.0  # the longest the engine waits for an event before looking at its clocks again
+# After stop(), the batch in flight gets this long to land; then the connection is cut, so a
+# read or write blocked on a black-holed link returns and the engine stops (what did not land
+# stays pending: the next start's reconcile sends it). Well within a service manager's patience.
+STOP_GRACE_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,16 @@ class Daemon:
         probe_interval_s: float = PROBE_INTERVAL_S,
         probe_deadline_s: float = PROBE_DEADLINE_S,
         failed_retry_s: float = FAILED_RETRY_S,
+        stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
         self.config = config
         self.remote = remote
         self.clock = clock
         self.events: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.stopping = threading.Event()
+        self.stop_grace_s = stop_grace_s
+        self._stopped = threading.Event()
+        self._overdue: threading.Timer | None = None
         self.guard = Guard()
         self.link = LinkKeeper(
             remote,
@@ -156,8 +164,21 @@ class Daemon:
             return self._status
 
     def stop(self) -> None:
+        """Let the batch in flight finish, then end the loop; thread-safe (a signal handler).
+        If the engine is still busy ``stop_grace_s`` later, the connection is cut."""
+        first = not self.stopping.is_set()
         self.stopping.set()
         self.events.put(None)  # wake the engine
+        if first and not self._stopped.is_set():
+            self._overdue = threading.Timer(self.stop_grace_s, self._stop_overdue)
+            self._overdue.daemon = True
+            self._overdue.start()
+
+    def _stop_overdue(self) -> None:
+        if self._stopped.is_set():
+            return
+        log.warning("stop_overdue", seconds=self.stop_grace_s, action="closing the connection")
+        self.remote.abort()
 
     def discard(self) -> None:
         """A daemon built for a reload that never ran: its threads end, its files close."""
@@ -245,6 +266,9 @@ class Daemon:
         return min(now + TICK_S, self.sender.deadline())
 
     def _shut_down(self) -> None:
+        self._stopped.set()
+        if self._overdue is not None:
+            self._overdue.cancel()
         steps = [self.remote.close, self.manifest.close, self.history.close]
         if self.watcher is not None:
             steps.insert(0, self.watcher.stop)

@@ -8,11 +8,19 @@ finish (each file lands whole, by rename) and keep what is pending for the next 
 is interrupted mid-upload: an exception raised from a signal handler inside paramiko would leave
 the SFTP stream half-read and the temp file on the server. A service manager that loses patience
 sends SIGKILL; the target is still never partial, only a temp name may stay behind.
+
+The stop has deadlines, so that SIGTERM ends the process within 10 s whatever it waits on: the
+batch in flight gets ``STOP_GRACE_S`` (then the connection is cut and what did not land stays
+pending); the rebuild worker (a build or a health check may take minutes) and the other helpers
+are daemon threads, never waited for; and should the engine still not be done
+``FORCE_EXIT_S`` after the signal, the process exits anyway (``stop_forced`` is logged).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
@@ -38,6 +46,8 @@ if TYPE_CHECKING:
     from opswatch.core.builds import BuildGap
 
 log = structlog.get_logger("opswatch.run")
+
+FORCE_EXIT_S = 9.0  # after SIGTERM; a service manager's patience is usually 10 s or more
 
 
 def build_daemon(config: Config, paths: StatePaths) -> Daemon:
@@ -78,6 +88,14 @@ def run_daemon(config: Config, paths: StatePaths) -> int:
             server.stop()
 
 
+def _force_exit() -> None:
+    """The last deadline: the engine is stuck where cutting the connection could not reach.
+    What was pending is found again by the next start's reconcile."""
+    log.warning("stop_forced", seconds=FORCE_EXIT_S)
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _reloadable(daemon: Daemon, paths: StatePaths) -> Daemon:
     Reloader(daemon, lambda config: _reloadable(build_daemon(config, paths), paths))
     return daemon
@@ -98,6 +116,9 @@ def _serve(first: Daemon, server: ControlServer) -> int:
             return
         log.info("stopping", signal=name)
         daemon.stop()
+        force = threading.Timer(FORCE_EXIT_S, _force_exit)
+        force.daemon = True
+        force.start()
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

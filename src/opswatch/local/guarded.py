@@ -184,3 +184,22 @@ def read_small(root: Path, path: str, cap: int = IGNORE_FILE_CAP) -> bytes:
     if len(data) > cap:
         raise LocalFileError(f"{path}: larger than {cap // 1024} KiB")
     return data
+
+
+def read_regular(path: Path, cap: int) -> bytes | None:
+    """The bytes of the regular file at ``path`` (absolute) when it holds at most ``cap``;
+    None for anything else: a link at its end, a FIFO or device (never blocks), a bigger file,
+    an error. For copies kept after an upload, checked by their hash, not for what is sent."""
+    try:
+        fd = os.open(path, _FILE_FLAGS)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            found = os.fstat(handle.fileno())
+            if not stat.S_ISREG(found.st_mode) or found.st_size > cap:
+                return None
+            data = handle.read(cap + 1)
+        except OSError:
+            return None
+    return data if len(data) <= cap else None

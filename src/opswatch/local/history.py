@@ -24,6 +24,7 @@ import structlog
 
 from opswatch.errors import HistoryError
 from opswatch.local.gitstate import GitState
+from opswatch.local.guarded import read_regular
 from opswatch.local.history_records import (
     KINDS,
     BatchRecord,
@@ -138,11 +139,11 @@ class History:
     def _readable(self, path: Path, sha256: str) -> bytes | None:
         """The bytes to keep for ``sha256`` at ``path``; None when kept already, too big for
         the cap, unreadable or changed."""
-        try:
-            if self.has_blob(sha256) or path.stat().st_size > self.max_bytes:
-                return None
-            data = path.read_bytes()
-        except OSError:
+        if self.has_blob(sha256):
+            return None
+        # Read the guarded way: the file may have become a FIFO since it was sent.
+        data = read_regular(path, self.max_bytes)
+        if data is None:
             return None
         return data if hashlib.sha256(data).hexdigest() == sha256 else None
 

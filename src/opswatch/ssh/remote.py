@@ -56,6 +56,7 @@ class Remote(Protocol):
     def connected(self) -> bool: ...
     def connect(self) -> None: ...
     def close(self) -> None: ...
+    def abort(self) -> None: ...
     def probe(self, timeout: float) -> None: ...
     def stat_many(self, paths: Sequence[str]) -> dict[str, RemoteFile | None]: ...
     def list_folders(
@@ -117,6 +118,13 @@ class SshRemote:
         self._apart = None  # went with the transport
         self._forget_server()
         self._no_shell = self._no_group = False
+
+    def abort(self) -> None:
+        """End the connection from another thread: every read or write blocked on it returns
+        at once (as when the stall watchdog fires). The owner's ``close`` tidies up after."""
+        link = self._link
+        if link is not None:
+            link.close()
 
     def _forget_server(self) -> None:
         self._folders.clear()

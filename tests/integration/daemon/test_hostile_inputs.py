@@ -4,7 +4,6 @@ a huge status, a state folder that is a file. Each case once crashed, hung or lo
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -145,8 +144,20 @@ def test_a_fifo_appearing_while_running_neither_blocks_nor_outlives_sigterm(
     )
     assert "not a regular file" in refused(status)[f"{RUNBOOKS}/deploy.md"]
     assert (remote_root / RUNBOOKS / "deploy.md").exists()  # the server copy is kept
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait(timeout=STOP_S) == 0
+    daemon.stop_within(STOP_S)
+
+
+def test_sigterm_while_the_ignore_file_is_a_fifo(daemon: DaemonProcess, repo: Path) -> None:
+    daemon.start()
+    os.mkfifo(repo / IGNORE)
+    daemon.wait_for(
+        lambda s: any(
+            ".opswatchignore" in p or ".opswatchignore" in r for p, r in refused(s).items()
+        ),
+        "the FIFO ignore file to be held",
+    )
+    (repo / RUNBOOKS / "held.md").write_text("an edit in the held folder\n")
+    daemon.stop_within(STOP_S)
 
 
 # -- state ---------------------------------------------------------------------------------------
