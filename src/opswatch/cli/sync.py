@@ -69,7 +69,7 @@ def run_sync(
                     click.echo(f"saved the server's {escaped(conflict.remote)} as {copy}", err=True)
             plan, _index = syncer.plan_reconcile(force=True, only=only)
         if dry_run:
-            for problem in when_problems(config):
+            for problem in when_problems(syncer):
                 click.echo(f"warning: {escaped(problem)}", err=True)
             show_plan(plan, build_gaps(syncer), as_json=as_json)
             return 1 if unselected else 0

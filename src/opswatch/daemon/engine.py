@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from opswatch.config import Config
+from opswatch.core.builds import watcher_folders
 from opswatch.core.rules import Router
 from opswatch.daemon.events import WatchedEvents
 from opswatch.daemon.guard import Guard, Unit, describe
@@ -128,7 +129,7 @@ class Daemon:
         )
         self.watched = WatchedEvents(config, self.router, self.manifest, self.sender)
         self.watcher = (
-            Watcher(config.local_root, config.watched_folders, self.events) if watch else None
+            Watcher(config.local_root, watcher_folders(config), self.events) if watch else None
         )
         self.successor: Daemon | None = None  # set by a reload: the loop ends, it takes over
         self.on_turn: list[Callable[[], None]] = []  # each turn, under the guard (config watch)

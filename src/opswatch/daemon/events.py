@@ -50,6 +50,8 @@ class WatchedEvents:
             return
         if decision.verdict is Verdict.ROUTED or self.manifest.for_local(change.path):
             self.sender.add(change)
+        elif decision.verdict is Verdict.UNROUTED and self.sender.when.match(change.path):
+            self.sender.add(change)  # not sent: it goes through the batch to rebuild
 
     def _ignore_file_changed(self, path: str) -> None:
         folder = path.rpartition("/")[0]

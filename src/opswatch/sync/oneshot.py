@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opswatch.config import Config
-from opswatch.core.builds import BuildGap, unwatched_when
+from opswatch.core.builds import BuildGap, unmatchable_when
 from opswatch.core.rules import Router
 from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
@@ -86,7 +86,8 @@ def build_gaps(syncer: Syncer) -> list[BuildGap]:
     return SourceCheck(syncer.config, syncer.router, syncer.remote.stat_many).gaps()
 
 
-def when_problems(config: Config) -> list[str]:
-    """``rebuild.service.when`` patterns no rule's folder reaches: they can never match."""
+def when_problems(syncer: Syncer) -> list[str]:
+    """``rebuild.service.when`` patterns that can never match a change."""
+    config = syncer.config
     services = [(s.name, s.when) for s in config.rebuild.services]
-    return unwatched_when(services, config.watched_folders)
+    return unmatchable_when(services, config.watched_folders, syncer.router.never_reason)

@@ -58,6 +58,7 @@ class PassReport:
     conflicts: tuple[Conflict, ...] = ()
     landed: list[str] = field(default_factory=list)  # local paths confirmed remotely (rebuilds)
     unchanged: list[str] = field(default_factory=list)  # local paths whose bytes were there already
+    triggered: list[str] = field(default_factory=list)  # unsent paths a rebuild `when` matched
     batch: int | None = None  # its id in the deploy history
 
 

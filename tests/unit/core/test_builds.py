@@ -11,7 +11,8 @@ from opswatch.core.builds import (
     gaps,
     local_for_remote,
     needs_of,
-    unwatched_when,
+    unmatchable_when,
+    when_folders,
 )
 from opswatch.core.compose import ChangedFile, affected, load_compose, read_project
 from opswatch.core.dockerfile import CopySource
@@ -156,21 +157,41 @@ def test_a_never_listed_source_says_so() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pattern", "watched", "warned"),
+    ("pattern", "watched", "why"),
     [
-        ("integrations/mcp/servers/coda/src/**", ["docs/ops"], True),
-        ("integrations/mcp/servers/coda/src/**", ["docs/ops", "integrations/mcp"], False),
-        ("integrations/*/src/**", ["integrations/mcp/servers/coda/src"], False),
-        ("/build.sh", ["docs/ops"], False),  # a file at the root: no folder to judge
-        ("*.ts", ["docs/ops"], False),  # matches at any depth
-        ("src/**", [""], False),  # a rule from the root watches everything
-        ("!docs/ops/x", ["other"], False),
+        ("integrations/mcp/servers/coda/src/**", ["docs/ops"], None),  # watched for it
+        ("integrations/*/src/**", ["docs/ops"], None),
+        ("*.ts", ["docs/ops"], None),  # matches at any depth in the rules' folders
+        ("!docs/ops/x", ["other"], None),
+        ("/build.sh", [""], None),  # a rule from the root watches it
+        ("/build.sh", ["docs/ops"], "names no folder"),
+        ("*/src/**", ["docs/ops"], "names no folder"),
+        ("../other/src/**", ["docs/ops"], "outside local.root"),
+        ("certs/**", ["docs/ops"], "certs/ is never looked at"),
+        ("docs/ops/data/x.csv", ["docs/ops"], "docs/ops/data/ is never looked at"),
     ],
 )
-def test_a_when_pattern_no_rule_watches_is_named(
-    pattern: str, watched: list[str], warned: bool
+def test_a_when_pattern_that_can_never_match_is_named(
+    pattern: str, watched: list[str], why: str | None
 ) -> None:
-    found = unwatched_when([("gateway", [pattern])], watched)
-    assert bool(found) is warned
-    if warned:
-        assert found[0].startswith(f'rebuild.service gateway: when "{pattern}": no rule watches')
+    router = Router((), "/")
+    found = unmatchable_when([("gateway", [pattern])], watched, router.never_reason)
+    if why is None:
+        assert found == []
+    else:
+        (problem,) = found
+        assert problem.startswith(f'rebuild.service gateway: when "{pattern}" never matches: ')
+        assert why in problem
+
+
+@pytest.mark.parametrize(
+    ("patterns", "folders"),
+    [
+        (["src/**"], ("src",)),
+        (["src/api/main.py", "src/**/*.py"], ("src", "src/api")),
+        (["integrations/*/src/**"], ("integrations",)),
+        (["*.ts", "!src/x", "/build.sh", "../up/**"], ()),
+    ],
+)
+def test_the_folders_when_patterns_name(patterns: list[str], folders: tuple[str, ...]) -> None:
+    assert when_folders([("svc", patterns)]) == folders
