@@ -236,6 +236,7 @@ class Status:
     paused_until: str | None = None
     uploaded: int = 0
     removed: int = 0
+    removed_folders: int = 0  # emptied remote folders removed after their files (sync.delete)
     connected_since: str | None = None
     rebuilds: tuple[RebuildResult, ...] = ()
     conflicts: tuple[str, ...] = ()
@@ -266,6 +267,7 @@ class Status:
             "paused_until": self.paused_until,
             "uploaded": self.uploaded,
             "removed": self.removed,
+            "removed_folders": self.removed_folders,
             "connected_since": self.connected_since,
             "rebuilds": [
                 {

@@ -121,8 +121,10 @@ def show_plan(plan: Plan, gaps: list[BuildGap], *, as_json: bool) -> None:
 def print_report(plan: Plan, report: PassReport, gaps: list[BuildGap]) -> None:
     for gap in gaps:
         click.echo(f"warning: {escaped(gap.message)}", err=True)
+    folders = f" (and {len(report.removed_folders)} emptied folders)"
     click.echo(
-        f"{len(report.uploaded)} uploaded, {len(report.removed)} removed, "
+        f"{len(report.uploaded)} uploaded, {len(report.removed)} removed"
+        f"{folders if report.removed_folders else ''}, "
         f"{len(report.failed) + len(report.refused)} failed, "
         f"{len(report.conflicts)} conflicts"
     )

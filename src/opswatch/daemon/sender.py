@@ -72,6 +72,7 @@ class Sender:
         self.syncing = False
         self.uploaded = 0
         self.removed = 0
+        self.removed_folders = 0
         self.last_sync: float | None = None  # wall clock
         self.reconciles = 0
         self.last_reconcile: float | None = None  # wall clock
@@ -323,6 +324,7 @@ class Sender:
         now = self.clock()
         self.uploaded += len(report.uploaded)
         self.removed += len(report.removed)
+        self.removed_folders += len(report.removed_folders)
         for path in report.changed_meanwhile:
             self.debouncer.add(Change(path, ChangeKind.MODIFIED), now)
         if report.failed:

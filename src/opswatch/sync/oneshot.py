@@ -74,6 +74,7 @@ def report_to_json(report: PassReport) -> dict[str, object]:
     return {
         "uploaded": [o.job.remote for o in report.uploaded],
         "removed": report.removed,
+        "removed_folders": report.removed_folders,  # emptied by the removes (sync.delete)
         "unchanged": report.unchanged,  # same bytes as last pushed: stat refreshed, not sent
         "failed": report.failed,
         "refused": report.refused,
