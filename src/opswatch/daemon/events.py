@@ -44,6 +44,8 @@ class WatchedEvents:
         if change.path.endswith("/" + IGNORE_FILE) or change.path == IGNORE_FILE:
             self._ignore_file_changed(change.path)
             return
+        for link in self.sender.syncer.tree.links_to(change.path):
+            self.sender.add(Change(link, ChangeKind.MODIFIED))  # a followed link shows its target
         decision = self.router.decide(change.path)
         if decision.verdict is Verdict.REFUSED:
             log.debug("never", path=change.path, reason=decision.reason)

@@ -23,6 +23,7 @@ SAID_ALOUD = frozenset(
     {
         Refusal.SYMLINK_OUTSIDE,
         Refusal.SYMLINK_TO_NEVER,
+        Refusal.SYMLINK_FOLDER,
         Refusal.HARD_LINK,
         Refusal.NOT_REGULAR,
         Refusal.BAD_NAME,
