@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 import structlog
 
 from opswatch.config import Config
-from opswatch.core.builds import watcher_folders
 from opswatch.core.rules import Router
+from opswatch.core.when import watcher_folders
 from opswatch.daemon.events import WatchedEvents
 from opswatch.daemon.guard import Guard, Unit, describe
 from opswatch.daemon.history import HistoryKeeper

@@ -51,7 +51,7 @@ def build_daemon(config: Config, paths: StatePaths) -> Daemon:
 
         daemon.after_batch.append(BuildGapWatch(config, daemon.router, remote.stat_many, publish))
     if config.rebuild.mode == "auto":
-        from opswatch.core.builds import unmatchable_when
+        from opswatch.core.when import unmatchable_when
         from opswatch.daemon.rebuilds import attach_rebuilds  # loads the compose parser
 
         when = [(s.name, s.when) for s in config.rebuild.services]

@@ -17,9 +17,9 @@ from functools import partial
 import structlog
 
 from opswatch.config import Config
-from opswatch.core.builds import WhenPatterns
 from opswatch.core.debounce import Debouncer
 from opswatch.core.rules import Router, Verdict
+from opswatch.core.when import WhenPatterns
 from opswatch.daemon.guard import Guard, Unit, describe
 from opswatch.daemon.heap import release_free_memory
 from opswatch.daemon.history import HistoryKeeper

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opswatch.config import Config
-from opswatch.core.builds import BuildGap, unmatchable_when
+from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
+from opswatch.core.when import unmatchable_when
 from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files

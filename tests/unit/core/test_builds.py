@@ -11,8 +11,6 @@ from opswatch.core.builds import (
     gaps,
     local_for_remote,
     needs_of,
-    unmatchable_when,
-    when_folders,
 )
 from opswatch.core.compose import ChangedFile, affected, load_compose, read_project
 from opswatch.core.dockerfile import CopySource
@@ -154,44 +152,3 @@ def test_a_never_listed_source_says_so() -> None:
         'not on the server, and opswatch never sends it (never: matches "certs/"; '
         "no rule overrides never)"
     )
-
-
-@pytest.mark.parametrize(
-    ("pattern", "watched", "why"),
-    [
-        ("integrations/mcp/servers/coda/src/**", ["docs/ops"], None),  # watched for it
-        ("integrations/*/src/**", ["docs/ops"], None),
-        ("*.ts", ["docs/ops"], None),  # matches at any depth in the rules' folders
-        ("!docs/ops/x", ["other"], None),
-        ("/build.sh", [""], None),  # a rule from the root watches it
-        ("/build.sh", ["docs/ops"], "names no folder"),
-        ("*/src/**", ["docs/ops"], "names no folder"),
-        ("../other/src/**", ["docs/ops"], "outside local.root"),
-        ("certs/**", ["docs/ops"], "certs/ is never looked at"),
-        ("docs/ops/data/x.csv", ["docs/ops"], "docs/ops/data/ is never looked at"),
-    ],
-)
-def test_a_when_pattern_that_can_never_match_is_named(
-    pattern: str, watched: list[str], why: str | None
-) -> None:
-    router = Router((), "/")
-    found = unmatchable_when([("gateway", [pattern])], watched, router.never_reason)
-    if why is None:
-        assert found == []
-    else:
-        (problem,) = found
-        assert problem.startswith(f'rebuild.service gateway: when "{pattern}" never matches: ')
-        assert why in problem
-
-
-@pytest.mark.parametrize(
-    ("patterns", "folders"),
-    [
-        (["src/**"], ("src",)),
-        (["src/api/main.py", "src/**/*.py"], ("src", "src/api")),
-        (["integrations/*/src/**"], ("integrations",)),
-        (["*.ts", "!src/x", "/build.sh", "../up/**"], ()),
-    ],
-)
-def test_the_folders_when_patterns_name(patterns: list[str], folders: tuple[str, ...]) -> None:
-    assert when_folders([("svc", patterns)]) == folders
