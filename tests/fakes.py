@@ -122,6 +122,10 @@ class FakeRemote:
         self._check()
         self.files.pop(path, None)
 
+    def remove_folder(self, path: str) -> bool:
+        self._check()
+        return not any(p.startswith(path + "/") for p in self.files)
+
     def read(self, path: str) -> bytes:
         self._check()
         return self.files[path].content

@@ -82,6 +82,7 @@ class Refusal(enum.Enum):
         "symlink-outside"  # a link (or a linked folder) leads out of its watched folder
     )
     SYMLINK_TO_NEVER = "symlink-to-never"  # a link whose target matches ``never``
+    SYMLINK_FOLDER = "symlink-folder"  # a link to a folder inside its watched folder: not walked
     HARD_LINK = "hard-link"  # more than one hard link and ``sync.allow_hard_links`` is off
     NOT_REGULAR = "not-regular"  # a FIFO, socket or device where a file was expected
     PRIVATE_KEY = "private-key"  # the content holds a private key block
@@ -236,6 +237,7 @@ class Status:
     paused_until: str | None = None
     uploaded: int = 0
     removed: int = 0
+    removed_folders: int = 0  # emptied remote folders removed after their files (sync.delete)
     connected_since: str | None = None
     rebuilds: tuple[RebuildResult, ...] = ()
     conflicts: tuple[str, ...] = ()
@@ -266,6 +268,7 @@ class Status:
             "paused_until": self.paused_until,
             "uploaded": self.uploaded,
             "removed": self.removed,
+            "removed_folders": self.removed_folders,
             "connected_since": self.connected_since,
             "rebuilds": [
                 {

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,7 +147,10 @@ def format_status(status: dict[str, Any], now: datetime) -> str:
     last = _when(status.get("last_sync"), now)
     last_text = f"{_local(last, now)} ({span((now - last).total_seconds())} ago)" if last else "—"
     lines.append(f"last sync:   {last_text}")
-    lines.append(f"uploaded:    {status['uploaded']} file(s), removed {status['removed']}")
+    removed = f"removed {status['removed']}"
+    if status.get("removed_folders"):
+        removed += f" and {status['removed_folders']} emptied folder(s)"
+    lines.append(f"uploaded:    {status['uploaded']} file(s), {removed}")
     lines.append(f"last error:  {escaped(status['last_error'] or '—')}")
     for rebuild in status.get("rebuilds", []):
         at = _when(rebuild.get("at"), now)
@@ -251,8 +255,17 @@ def resume(app: App) -> None:
 def flush(app: App) -> None:
     """Send what is pending now, skipping the quiet period; return once it landed."""
     result = ask(app, "flush", timeout=None)
-    sent = int(result.get("sent", 0))
-    click.echo(f"flushed; {sent} file(s) landed" if sent else "nothing pending")
+    click.echo(flushed_line(result))
+
+
+def flushed_line(result: Mapping[str, Any]) -> str:
+    """What a flush did: uploads landed, removals removed, each said as what it was."""
+    sent, removed = int(result.get("sent", 0)), int(result.get("removed", 0))
+    folders = int(result.get("removed_folders", 0))
+    done = [f"{sent} file(s) landed"] if sent else []
+    done += [f"{removed} file(s) removed"] if removed else []
+    done += [f"{folders} emptied folder(s) removed"] if folders else []
+    return "flushed; " + ", ".join(done) if done else "nothing pending"
 
 
 STOP_WAIT_S = 600.0  # the batch in flight may be a big one

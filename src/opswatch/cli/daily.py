@@ -94,7 +94,10 @@ def _summarize(target: Path, layout: Layout) -> None:
     ops = (layout.ops or ".") + "/"
     click.echo(f"wrote {target}")
     if layout.compose_files:
-        click.echo(f"  {ops}: {' '.join(layout.compose_files)}  → ops/")
+        to = layout.compose_to.rstrip("/") + "/"
+        click.echo(f"  {ops}: {' '.join(layout.compose_files)}  → {to}")
+        if to == ops:
+            click.echo("      beside its Dockerfiles: its build paths are relative to itself")
     picked = dockerfile_patterns(layout.dockerfiles) + [f + "/" for f in layout.folders]
     click.echo(f"  {ops}: {' '.join(picked)}  → {ops}")
     for rule in layout.sources.rules:

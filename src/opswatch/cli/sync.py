@@ -69,7 +69,7 @@ def run_sync(
                     click.echo(f"saved the server's {escaped(conflict.remote)} as {copy}", err=True)
             plan, _index = syncer.plan_reconcile(force=True, only=only)
         if dry_run:
-            for problem in when_problems(config):
+            for problem in when_problems(syncer):
                 click.echo(f"warning: {escaped(problem)}", err=True)
             show_plan(plan, build_gaps(syncer), as_json=as_json)
             return 1 if unselected else 0
@@ -121,8 +121,10 @@ def show_plan(plan: Plan, gaps: list[BuildGap], *, as_json: bool) -> None:
 def print_report(plan: Plan, report: PassReport, gaps: list[BuildGap]) -> None:
     for gap in gaps:
         click.echo(f"warning: {escaped(gap.message)}", err=True)
+    folders = f" (and {len(report.removed_folders)} emptied folders)"
     click.echo(
-        f"{len(report.uploaded)} uploaded, {len(report.removed)} removed, "
+        f"{len(report.uploaded)} uploaded, {len(report.removed)} removed"
+        f"{folders if report.removed_folders else ''}, "
         f"{len(report.failed) + len(report.refused)} failed, "
         f"{len(report.conflicts)} conflicts"
     )

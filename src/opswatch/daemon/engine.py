@@ -23,6 +23,7 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.core.rules import Router
+from opswatch.core.when import watcher_folders
 from opswatch.daemon.events import WatchedEvents
 from opswatch.daemon.guard import Guard, Unit, describe
 from opswatch.daemon.history import HistoryKeeper
@@ -136,7 +137,7 @@ class Daemon:
         )
         self.watched = WatchedEvents(config, self.router, self.manifest, self.sender)
         self.watcher = (
-            Watcher(config.local_root, config.watched_folders, self.events) if watch else None
+            Watcher(config.local_root, watcher_folders(config), self.events) if watch else None
         )
         self.successor: Daemon | None = None  # set by a reload: the loop ends, it takes over
         self.on_turn: list[Callable[[], None]] = []  # each turn, under the guard (config watch)

@@ -44,12 +44,16 @@ class WatchedEvents:
         if change.path.endswith("/" + IGNORE_FILE) or change.path == IGNORE_FILE:
             self._ignore_file_changed(change.path)
             return
+        for link in self.sender.syncer.tree.links_to(change.path):
+            self.sender.add(Change(link, ChangeKind.MODIFIED))  # a followed link shows its target
         decision = self.router.decide(change.path)
         if decision.verdict is Verdict.REFUSED:
             log.debug("never", path=change.path, reason=decision.reason)
             return
         if decision.verdict is Verdict.ROUTED or self.manifest.for_local(change.path):
             self.sender.add(change)
+        elif decision.verdict is Verdict.UNROUTED and self.sender.when.match(change.path):
+            self.sender.add(change)  # not sent: it goes through the batch to rebuild
 
     def _ignore_file_changed(self, path: str) -> None:
         folder = path.rpartition("/")[0]

@@ -116,6 +116,7 @@ def hand_over(old: Daemon, new: Daemon) -> None:
     new.rebuilds.update(old.rebuilds)
     new.sender.uploaded = old.sender.uploaded
     new.sender.removed = old.sender.removed
+    new.sender.removed_folders = old.sender.removed_folders
     new.sender.last_sync = old.sender.last_sync
     old.stopping.set()  # the old rebuild worker and anything waiting on it
     old.forward_queued(new)

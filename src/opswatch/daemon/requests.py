@@ -312,11 +312,16 @@ class RequestHandlers:
         self.connect_now()
         report = self.sender.flush()
         if report is None:
-            return {"sent": 0, "failed": {}}
+            return {"sent": 0, "removed": 0, "removed_folders": 0, "failed": {}}
         if report.failed or report.refused:
             count = len(report.failed) + len(report.refused)
             raise RemoteError(f"{count} file(s) failed: {self.sender.error}")
-        return {"sent": len(report.uploaded) + len(report.removed), "failed": {}}
+        return {
+            "sent": len(report.uploaded),
+            "removed": len(report.removed),
+            "removed_folders": len(report.removed_folders),
+            "failed": {},
+        }
 
     def _undo(self, batch: int | None, force: bool) -> Result:
         """``opswatch undo``: the files go back here, on the engine thread; the command waits

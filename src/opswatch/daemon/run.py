@@ -61,12 +61,12 @@ def build_daemon(config: Config, paths: StatePaths) -> Daemon:
 
         daemon.after_batch.append(BuildGapWatch(config, daemon.router, remote.stat_many, publish))
     if config.rebuild.mode == "auto":
-        from opswatch.core.builds import unwatched_when
+        from opswatch.core.when import unmatchable_when
         from opswatch.daemon.rebuilds import attach_rebuilds  # loads the compose parser
 
         when = [(s.name, s.when) for s in config.rebuild.services]
-        for problem in unwatched_when(when, config.watched_folders):
-            log.warning("rebuild_when_unwatched", detail=problem)
+        for problem in unmatchable_when(when, config.watched_folders, daemon.router.never_reason):
+            log.warning("rebuild_when_unmatchable", detail=problem)
         attach_rebuilds(daemon, remote)
     return daemon
 

@@ -18,7 +18,8 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.core.debounce import Debouncer
-from opswatch.core.rules import Router
+from opswatch.core.rules import Router, Verdict
+from opswatch.core.when import WhenPatterns
 from opswatch.daemon.guard import Guard, Unit, describe
 from opswatch.daemon.heap import release_free_memory
 from opswatch.daemon.history import HistoryKeeper
@@ -63,6 +64,7 @@ class Sender:
         self.debouncer = Debouncer(sync.debounce_ms / 1000, sync.max_delay_ms / 1000)
         self.hold = Hold(config.local_root, sync.hold_over)
         self.after_batch: list[AfterBatch] = []  # rebuilds plug in here
+        self.when = WhenPatterns(config)  # unsent paths whose change still rebuilds
         self.failed: dict[str, str] = {}  # local path → why; retried
         self.conflicts: tuple[str, ...] = ()
         self.refused: dict[str, Skip] = {}  # local path → why it is not sent (status)
@@ -70,6 +72,7 @@ class Sender:
         self.syncing = False
         self.uploaded = 0
         self.removed = 0
+        self.removed_folders = 0
         self.last_sync: float | None = None  # wall clock
         self.reconciles = 0
         self.last_reconcile: float | None = None  # wall clock
@@ -176,11 +179,15 @@ class Sender:
             report = self._file_by_file(batch, exc)
         else:
             self.guard.clear(Unit.BATCH)
+        report.triggered = [p for p in batch.paths if self._only_triggers(p)]
         log.info(
             "batch", files=len(batch), uploaded=len(report.uploaded), removed=len(report.removed)
         )
         self._after(report, "batch")
         return report
+
+    def _only_triggers(self, path: str) -> bool:
+        return self.router.decide(path).verdict is Verdict.UNROUTED and self.when.match(path)
 
     def _sync(self, batch: Batch) -> PassReport:
         """Plan and execute ``batch``; on a link or server failure it is pending again and the
@@ -317,6 +324,7 @@ class Sender:
         now = self.clock()
         self.uploaded += len(report.uploaded)
         self.removed += len(report.removed)
+        self.removed_folders += len(report.removed_folders)
         for path in report.changed_meanwhile:
             self.debouncer.add(Change(path, ChangeKind.MODIFIED), now)
         if report.failed:

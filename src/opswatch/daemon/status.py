@@ -62,6 +62,7 @@ class StatusBuilder:
             paused_until=iso(self.pause.ends_at),
             uploaded=sender.uploaded,
             removed=sender.removed,
+            removed_folders=sender.removed_folders,
             connected_since=iso(self.link.connected_since),
             rebuilds=tuple(self.rebuilds.values()),
             conflicts=sender.conflicts,

@@ -73,6 +73,33 @@ def read_build_needs(root: Path, compose_local: str, compose_remote_dir: str) ->
     return found
 
 
+def _dockerfiles(root: Path, compose_local: str, compose_dir: str) -> list[str] | None:
+    """The repository paths the compose file's Dockerfiles resolve to were it in ``compose_dir``;
+    None when the file cannot be read."""
+    text = _read(root, compose_local)
+    if text is None:
+        return None
+    remote = posixpath.join(ROOT, compose_dir, posixpath.basename(compose_local))
+    try:
+        project = read_project(load_compose(text, compose_local), remote)
+    except LocalFileError:
+        return None
+    return [_relative(b.dockerfile) for b in project.builds if b.dockerfile is not None]
+
+
+def builds_beside_itself(root: Path, compose_local: str, moved_to: str) -> bool:
+    """Whether the compose file's build paths are relative to itself: every Dockerfile it names
+    exists here when resolved against the compose file's own folder, and some would not once
+    the file moved to ``moved_to`` (``deploy/compose.yaml`` with ``build: .``). The seed's
+    paths are written for the server's layout (``context: ..`` from ``ops/``) and stay put."""
+    here = _dockerfiles(root, compose_local, posixpath.dirname(compose_local))
+    there = _dockerfiles(root, compose_local, moved_to)
+    if not here or there is None:
+        return False
+    exists = [(root / path).is_file() for path in here]
+    return all(exists) and not all((root / path).is_file() for path in there)
+
+
 def _proposal(need: BuildNeeds, source: CopySource) -> tuple[str, tuple[str, ...] | None]:
     """(folder, match) of a rule that sends ``source``, in repository paths."""
     relative = _relative(need.remote(source))

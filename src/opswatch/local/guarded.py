@@ -5,6 +5,10 @@ when its target lies inside the same watched folder *and* the target's own path 
 ``never``; a file with more than one hard link may be a secret's other name and is refused
 unless ``sync.allow_hard_links``; a FIFO, socket or device is refused, never read.
 
+A followed link is remembered with its target (``links_to``), so that a change to the target
+can send the link again. A link to a folder is not walked (its files would go twice, and its
+changes arrive under the target's path): ``inspect`` refuses it with the reason.
+
 ``open`` reads what ``inspect`` checked, and only that: the path is opened one component at a
 time below the watched folder (``openat`` with ``O_NOFOLLOW``), so a link swapped in after the
 check is not followed; with ``O_NONBLOCK``, so a FIFO swapped in cannot block the engine; and the
@@ -59,6 +63,23 @@ class LocalTree:
         self.router = router
         self.allow_hard_links = allow_hard_links
         self._real_folders: dict[str, str] = {}
+        self._links: dict[str, set[str]] = {}  # target → the followed links leading to it
+        self._target_of: dict[str, str] = {}  # link → its target, as last inspected
+
+    def links_to(self, target: str) -> tuple[str, ...]:
+        """The followed links whose target is ``target``, as last inspected."""
+        return tuple(sorted(self._links.get(target, ())))
+
+    def _remember(self, path: str, target: str | None) -> None:
+        """``path`` leads to ``target`` (None: it is no followed link, or gone)."""
+        old = self._target_of.pop(path, None)
+        if old is not None:
+            self._links[old].discard(path)
+            if not self._links[old]:
+                del self._links[old]
+        if target is not None:
+            self._target_of[path] = target
+            self._links.setdefault(target, set()).add(path)
 
     def _base(self, path: str) -> tuple[str, str]:
         """(the watched folder holding ``path``, its real location on disk)."""
@@ -73,6 +94,11 @@ class LocalTree:
         ``walked``: found by a walk that follows no folder link, so only the last component
         can be a link (saves a ``realpath`` per file of a big tree).
         """
+        found = self._inspect(path, walked)
+        self._remember(path, (found.real or None) if isinstance(found, LocalFile) else None)
+        return found
+
+    def _inspect(self, path: str, walked: bool) -> LocalFile | Skip | None:
         full = os.path.join(self.root, path)
         try:
             info = os.lstat(full)
@@ -88,6 +114,12 @@ class LocalTree:
         except OSError as exc:
             return Skip(path, f"cannot read: {exc.strerror}", refusal=Refusal.UNREADABLE)
         if stat.S_ISDIR(info.st_mode):
+            if via_link:
+                return Skip(
+                    path,
+                    f"symlink to the folder {target}/: a linked folder is not walked",
+                    refusal=Refusal.SYMLINK_FOLDER,
+                )
             return None
         if not stat.S_ISREG(info.st_mode):
             return Skip(

@@ -81,7 +81,9 @@ def scan(tree: LocalTree, *, within: str | None = None) -> LocalIndex:
             kept = []
             for name in sorted(dirs):
                 reason = router.excluded_folder(prefix + name)
-                if reason is None:
+                if reason is None and os.path.islink(os.path.join(current, name)):
+                    _index_one(index, tree, prefix + name)  # not walked: said why
+                elif reason is None:
                     kept.append(name)
                 elif router.never_reason(prefix + name + "/"):
                     index.refused.append(Skip(prefix + name + "/", reason, refusal=Refusal.NEVER))

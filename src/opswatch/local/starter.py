@@ -2,7 +2,9 @@
 
 The rules it writes are the seed layout's: the compose file(s) go to ``ops/`` (where docker
 compose runs on the server), Dockerfiles and the ops folder's subfolders keep their repository
-path. Secrets are refused by the built-in ``never`` list, which the file shows as a comment.
+path. A compose file whose build paths are relative to itself (``build: .``) stays beside its
+Dockerfiles instead, and docker compose runs there. Secrets are refused by the built-in ``never``
+list, which the file shows as a comment.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ import yaml
 from opswatch.config import Rule
 from opswatch.core.rules import BUILTIN_IGNORE, BUILTIN_NEVER, Router
 from opswatch.errors import OpswatchError, UsageError
-from opswatch.local.buildrules import SourcePlan, propose_source_rules, read_build_needs
+from opswatch.local.buildrules import (
+    SourcePlan,
+    builds_beside_itself,
+    propose_source_rules,
+    read_build_needs,
+)
 
 CONFIG_NAME = "opswatch.toml"
 PREFERRED_OPS = "docs/ops"
@@ -42,6 +49,9 @@ class Layout:
     refused: tuple[str, ...]  # what ``never`` keeps home: .env, data/, certs/ …
     services: tuple[tuple[str, str | None], ...]  # (service, its Dockerfile) from compose
     sources: SourcePlan = field(default_factory=SourcePlan)  # rules for what the Dockerfiles copy
+    # Where the compose file goes, relative to remote.root: ``ops/`` as in the seed, or its own
+    # folder when its build paths are relative to itself (so they resolve there as they do here).
+    compose_to: str = COMPOSE_REMOTE
 
 
 def repository_root(start: Path) -> Path:
@@ -146,7 +156,10 @@ def inspect(root: Path, ops: str) -> Layout:
     )
     if main is None:
         return layout
-    needs = read_build_needs(root, f"{ops}/{main}" if ops else main, COMPOSE_REMOTE)
+    compose_local = f"{ops}/{main}" if ops else main
+    if builds_beside_itself(root, compose_local, COMPOSE_REMOTE):
+        layout = replace(layout, compose_to=ops or ".")
+    needs = read_build_needs(root, compose_local, layout.compose_to)
     plan = propose_source_rules(root, needs, list(ops_rules(layout)))
     return replace(layout, sources=plan)
 
@@ -157,7 +170,7 @@ def ops_rules(layout: Layout) -> tuple[Rule, ...]:
     rest = Rule(layout.ops, tuple(match), (layout.ops,))
     if not layout.compose_files:
         return (rest,)
-    return (Rule(layout.ops, layout.compose_files, (COMPOSE_REMOTE,)), rest)
+    return (Rule(layout.ops, layout.compose_files, (layout.compose_to,)), rest)
 
 
 def main_compose_file(names: tuple[str, ...]) -> str | None:
@@ -217,11 +230,11 @@ def render(layout: Layout, host: str, remote_root: str) -> str:
     ]
     if layout.compose_files:
         lines += [
-            "# The compose file(s) go to ops/, where docker compose runs on the server.",
+            _compose_comment(layout),
             "[[rule]]",
             f"from = {_q(ops)}",
             f"match = {_list(list(layout.compose_files))}",
-            f"to = {_q(COMPOSE_REMOTE)}",
+            f"to = {_q(layout.compose_to)}",
             "",
         ]
     match = dockerfile_patterns(layout.dockerfiles) + [f + "/" for f in layout.folders]
@@ -234,6 +247,15 @@ def render(layout: Layout, host: str, remote_root: str) -> str:
         "",
     ]
     return "\n".join(lines + render_sources(layout.sources) + _render_rebuild(layout)) + "\n"
+
+
+def _compose_comment(layout: Layout) -> str:
+    if layout.compose_to == COMPOSE_REMOTE:
+        return "# The compose file(s) go to ops/, where docker compose runs on the server."
+    return (
+        f"# The compose file(s) stay beside the Dockerfiles in {layout.compose_to}/: their build\n"
+        "# paths are relative to themselves. docker compose runs there on the server."
+    )
 
 
 def render_sources(plan: SourcePlan) -> list[str]:
@@ -263,7 +285,7 @@ def _render_rebuild(layout: Layout) -> list[str]:
         "[rebuild]",
         'mode = "off"',
         "# Where docker compose runs on the server, relative to remote.root.",
-        f"compose_dir = {_q(COMPOSE_REMOTE)}",
+        f"compose_dir = {_q(layout.compose_to)}",
         "# A service whose health URL fails after `up` gets the batch's files put back,",
         "# is rebuilt and checked again (see `opswatch history`, `opswatch undo`).",
         'on_failure = "rollback"',

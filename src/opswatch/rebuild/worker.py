@@ -150,7 +150,7 @@ class RebuildHook:
                     "rebuild_skipped", reason="first copy to this server", files=len(report.landed)
                 )
                 return
-        self.deferred.update(dict.fromkeys(report.landed))
+        self.deferred.update(dict.fromkeys([*report.landed, *report.triggered]))
         if not self.deferred:
             return
         missing = [*report.failed, *report.changed_meanwhile]

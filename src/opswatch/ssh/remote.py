@@ -64,6 +64,7 @@ class Remote(Protocol):
     ) -> Iterator[tuple[str, dict[str, RemoteFile]]]: ...
     def upload_many(self, jobs: Sequence[UploadJob]) -> list[UploadOutcome]: ...
     def remove(self, path: str) -> None: ...
+    def remove_folder(self, path: str) -> bool: ...
     def read(self, path: str) -> bytes: ...
     def set_mtime(self, path: str, mtime_s: int) -> None: ...
 
@@ -275,6 +276,17 @@ class SshRemote:
                 self.sftp.remove(path)
         except RemoteFileMissing:
             pass  # already gone: what a remove wants
+
+    def remove_folder(self, path: str) -> bool:
+        """Remove ``path`` if it is an empty folder; False when it holds anything, is gone or
+        the server refuses (SFTP's RMDIR only ever removes an empty folder)."""
+        self._folders.discard(path)  # the next upload into it makes it again
+        try:
+            with self._translate(path):
+                self.sftp.rmdir(path)
+        except RemoteFileError:
+            return False
+        return True
 
     def read(self, path: str) -> bytes:
         with self._translate(path), self.sftp.open(path, "rb") as handle:

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opswatch.config import Config
-from opswatch.core.builds import BuildGap, unwatched_when
+from opswatch.core.builds import BuildGap
 from opswatch.core.rules import Router
+from opswatch.core.when import unmatchable_when
 from opswatch.local.builds import SourceCheck
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import read_ignore_files
@@ -23,6 +24,7 @@ SAID_ALOUD = frozenset(
     {
         Refusal.SYMLINK_OUTSIDE,
         Refusal.SYMLINK_TO_NEVER,
+        Refusal.SYMLINK_FOLDER,
         Refusal.HARD_LINK,
         Refusal.NOT_REGULAR,
         Refusal.BAD_NAME,
@@ -74,6 +76,7 @@ def report_to_json(report: PassReport) -> dict[str, object]:
     return {
         "uploaded": [o.job.remote for o in report.uploaded],
         "removed": report.removed,
+        "removed_folders": report.removed_folders,  # emptied by the removes (sync.delete)
         "unchanged": report.unchanged,  # same bytes as last pushed: stat refreshed, not sent
         "failed": report.failed,
         "refused": report.refused,
@@ -86,7 +89,8 @@ def build_gaps(syncer: Syncer) -> list[BuildGap]:
     return SourceCheck(syncer.config, syncer.router, syncer.remote.stat_many).gaps()
 
 
-def when_problems(config: Config) -> list[str]:
-    """``rebuild.service.when`` patterns no rule's folder reaches: they can never match."""
+def when_problems(syncer: Syncer) -> list[str]:
+    """``rebuild.service.when`` patterns that can never match a change."""
+    config = syncer.config
     services = [(s.name, s.when) for s in config.rebuild.services]
-    return unwatched_when(services, config.watched_folders)
+    return unmatchable_when(services, config.watched_folders, syncer.router.never_reason)

@@ -19,6 +19,7 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.core.plan import plan
+from opswatch.core.prune import emptied_folders
 from opswatch.core.rules import Router, Verdict
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.errors import LocalFileError, RemoteFileError
@@ -52,12 +53,14 @@ RETRY_ALONE = 16  # files of a batch that failed beside others, tried again alon
 class PassReport:
     uploaded: list[UploadOutcome] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # remote paths
+    removed_folders: list[str] = field(default_factory=list)  # emptied remote folders
     failed: dict[str, str] = field(default_factory=dict)  # local path → reason, retried later
     refused: dict[str, str] = field(default_factory=dict)  # local path → reason, not retried
     changed_meanwhile: list[str] = field(default_factory=list)  # local paths to send again
     conflicts: tuple[Conflict, ...] = ()
     landed: list[str] = field(default_factory=list)  # local paths confirmed remotely (rebuilds)
     unchanged: list[str] = field(default_factory=list)  # local paths whose bytes were there already
+    triggered: list[str] = field(default_factory=list)  # unsent paths a rebuild `when` matched
     batch: int | None = None  # its id in the deploy history
 
 
@@ -294,6 +297,21 @@ class Syncer:
             done += 1
             if progress:
                 progress(done, total)
+        if plan.removes and self.config.sync.delete:
+            self._remove_emptied(plan, report)
+
+    def _remove_emptied(self, plan: Plan, report: PassReport) -> None:
+        """The folders the removes emptied go too, deepest first (as ``rsync --delete``)."""
+        removed = [(r.local, r.remote) for r in plan.removes if r.remote in report.removed]
+        kept: list[str] = []  # a folder that stays keeps its parents
+        for folder in emptied_folders(removed, self.config.rules, self.config.remote.root):
+            if any(k.startswith(folder + "/") for k in kept) or not self.remote.remove_folder(
+                folder
+            ):
+                kept.append(folder)
+                continue
+            report.removed_folders.append(folder)
+            log.info("remove_folder", remote=folder)
 
     def _refresh_same(self, report: PassReport) -> None:
         """The new stat of files whose bytes did not change: the server's mtime as an upload

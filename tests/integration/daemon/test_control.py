@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -202,6 +203,41 @@ def test_flush_sends_now_and_returns_once_landed(
     assert remote_of(remote_root, RUNBOOK).read_text() == "# flushed\n"
     done = opswatch(daemon.config, "flush")
     assert (done.returncode, done.stdout.strip()) == (0, "nothing pending")
+
+
+def test_with_delete_emptied_folders_go_and_flush_and_status_say_removed(
+    start_daemon: StartDaemon, repo: Path, remote_root: Path
+) -> None:
+    runbooks = repo / "docs/ops/runbooks"
+    for name in ("old/deep/a.md", "old/b.md", "keep/c.md"):
+        (runbooks / name).parent.mkdir(parents=True, exist_ok=True)
+        (runbooks / name).write_text(f"{name}\n")
+    quiet = {"debounce_ms": 600_000, "max_delay_ms": 600_000, "delete": True}
+    daemon = start_daemon(sync=quiet)
+    there = remote_root / "docs/ops/runbooks"
+    assert (there / "old/deep/a.md").is_file()
+    (there / "keep/server-notes.txt").write_text("not opswatch's\n")
+    shutil.rmtree(runbooks / "old")
+    (runbooks / "keep/c.md").unlink()
+    (repo / "docs/ops/docker-compose.production.yml").unlink()  # the only file in ops/
+    daemon.wait_for(lambda s: s["pending"] == 4, "the deletes to be pending")
+    done = opswatch(daemon.config, "flush")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "flushed; 4 file(s) removed, 2 emptied folder(s) removed"
+    assert not (there / "old").exists()
+    assert (there / "keep").is_dir() and not (there / "keep/c.md").exists()  # not only ours
+    assert (there / "deploy.md").is_file()
+    assert (remote_root / "ops").is_dir(), "a rule's `to` folder stays, empty or not"
+    status = json.loads(opswatch(daemon.config, "status", "--json").stdout)
+    assert (status["removed"], status["removed_folders"]) == (4, 2)
+    text = opswatch(daemon.config, "status").stdout
+    assert f"uploaded:    {status['uploaded']} file(s), removed 4 and 2 emptied folder(s)" in text
+    # The folder comes back when a file goes there again.
+    (runbooks / "old").mkdir()
+    (runbooks / "old/new.md").write_text("again\n")
+    daemon.wait_for(lambda s: s["pending"] == 1, "the new file to be pending")
+    assert opswatch(daemon.config, "flush").stdout.strip() == "flushed; 1 file(s) landed"
+    assert (there / "old/new.md").read_text() == "again\n"
 
 
 def test_flush_that_fails_exits_1_with_the_error(

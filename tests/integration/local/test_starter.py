@@ -131,18 +131,62 @@ def test_another_layout_is_found_and_routed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     config = load_config(root / "opswatch.toml")
     compose_rule, rest_rule = config.rules
+    # `build: .` is relative to the compose file: it stays beside its Dockerfile.
     assert (compose_rule.source, compose_rule.match, compose_rule.to) == (
         "deploy",
         ("compose.yaml",),
-        ("ops",),
+        ("deploy",),
     )
     assert (rest_rule.source, rest_rule.match, rest_rule.to) == (
         "deploy",
         ("Dockerfile", "scripts/"),
         ("deploy",),
     )
+    assert config.rebuild.compose_dir == "deploy"
+    assert "deploy/: compose.yaml  → deploy/" in done.stdout
+    assert "build paths are relative to itself" in done.stdout
+    assert "deploy/: Dockerfile scripts/  → deploy/" in done.stdout
     assert "stays here (never): .env.production" in done.stdout
     assert '# name = "web"' in (root / "opswatch.toml").read_text()
+
+
+@pytest.mark.sshd
+def test_a_compose_file_lands_beside_the_dockerfile_it_builds(
+    tmp_path: Path, sshd_server: LocalSshd, remote_root: Path
+) -> None:
+    root = tmp_path / "app"
+    make_ops_folder(root, "deploy", "web")
+    assert init(root, "--host", "h", "--remote-root", "/srv/app").returncode == 0
+    config_path = root / "opswatch.toml"
+    aim_at(config_path, sshd_server, remote_root, tmp_path)
+    done = subprocess.run(
+        [*opswatch_command(), "--config", str(config_path), "sync"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    landed = remote_root / "deploy"
+    assert (landed / "compose.yaml").read_text() == (root / "deploy/compose.yaml").read_text()
+    assert (landed / "Dockerfile").read_text() == "FROM alpine\n"
+    assert not (remote_root / "ops").exists()
+    assert not (landed / ".env.production").exists()
+
+
+def test_compose_paths_written_for_the_server_keep_the_seed_routes(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    ops = root / "infra"
+    ops.mkdir(parents=True)
+    (ops / "Dockerfile.web").write_text("FROM alpine\n")
+    # As the seed: written for the compose file's place on the server (ops/, one below the root).
+    (ops / "compose.yaml").write_text(
+        "services:\n  web:\n    build:\n      context: ..\n      dockerfile: infra/Dockerfile.web\n"
+    )
+    assert init(root, "--host", "h").returncode == 0
+    config = load_config(root / "opswatch.toml")
+    assert config.rules[0].to == ("ops",)
+    assert config.rebuild.compose_dir == "ops"
 
 
 def test_several_candidates_need_from_when_nobody_can_be_asked(tmp_path: Path) -> None:

@@ -238,6 +238,33 @@ def test_a_file_no_dockerfile_copies_or_an_injection_name_runs_nothing(
         assert not (folder / "injected").exists()
 
 
+def test_a_when_folder_no_rule_sends_is_watched_and_rebuilds_without_sending(
+    seeded: Seeded,
+    start_synced: StartDaemon,
+    docker: DockerStub,
+) -> None:
+    repo, remote_root = seeded.repo, seeded.remote_root
+    (repo / "src/api").mkdir(parents=True)
+    (repo / "src/api/main.py").write_text("print('v1')\n")
+    services = [
+        {"name": "demo", "when": ["src/**"]},
+        {"name": GATEWAY, "when": ["certs/**"]},  # never looked at: it can never match
+    ]
+    config = seeded.write(rebuild=rebuild_table(service=services))
+    dry = CliRunner().invoke(cli, ["--config", str(config), "sync", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert 'when "certs/**" never matches: certs/ is never looked at' in dry.output
+    assert 'when "src/**"' not in dry.output
+    docker.install()
+    daemon = start_synced(config)
+    (repo / "src/api/main.py").write_text("print('v2')\n")
+    wait_until(lambda: daemon.status().rebuilds, 30)
+    wait_until(lambda: rebuild_hook(daemon).worker.idle)
+    assert [c.args for c in docker.calls()] == ["compose build demo", "compose up -d demo"]
+    assert not (remote_root / "src").exists(), "a when pattern rebuilds; only rules send"
+    assert daemon.status().uploaded == 0
+
+
 def test_the_first_copy_rebuilds_nothing_the_next_edit_does(
     seeded: Seeded,
     start_synced: StartDaemon,

@@ -11,7 +11,6 @@ from opswatch.core.builds import (
     gaps,
     local_for_remote,
     needs_of,
-    unwatched_when,
 )
 from opswatch.core.compose import ChangedFile, affected, load_compose, read_project
 from opswatch.core.dockerfile import CopySource
@@ -153,24 +152,3 @@ def test_a_never_listed_source_says_so() -> None:
         'not on the server, and opswatch never sends it (never: matches "certs/"; '
         "no rule overrides never)"
     )
-
-
-@pytest.mark.parametrize(
-    ("pattern", "watched", "warned"),
-    [
-        ("integrations/mcp/servers/coda/src/**", ["docs/ops"], True),
-        ("integrations/mcp/servers/coda/src/**", ["docs/ops", "integrations/mcp"], False),
-        ("integrations/*/src/**", ["integrations/mcp/servers/coda/src"], False),
-        ("/build.sh", ["docs/ops"], False),  # a file at the root: no folder to judge
-        ("*.ts", ["docs/ops"], False),  # matches at any depth
-        ("src/**", [""], False),  # a rule from the root watches everything
-        ("!docs/ops/x", ["other"], False),
-    ],
-)
-def test_a_when_pattern_no_rule_watches_is_named(
-    pattern: str, watched: list[str], warned: bool
-) -> None:
-    found = unwatched_when([("gateway", [pattern])], watched)
-    assert bool(found) is warned
-    if warned:
-        assert found[0].startswith(f'rebuild.service gateway: when "{pattern}": no rule watches')

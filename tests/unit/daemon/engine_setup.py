@@ -92,3 +92,8 @@ def make_engine(tmp_path: Path, **sync: Any) -> Engine:
         config, paths, remote, clock=clock, wall=wall, watch=False, failed_retry_s=RETRY_S
     )
     return Engine(daemon, remote, clock, wall, repo, paths)
+
+
+def sent(files: int) -> dict[str, object]:
+    """A flush's answer when ``files`` uploads landed and nothing was removed."""
+    return {"sent": files, "removed": 0, "removed_folders": 0, "failed": {}}

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from engine_setup import QUIET_S, RETRY_S, RUNBOOK, Engine, make_engine, remote_of
+from engine_setup import QUIET_S, RETRY_S, RUNBOOK, Engine, make_engine, remote_of, sent
 
 from opswatch.errors import ConnectError, OpswatchError, RemoteFileError, UnknownHostKeyError
 from opswatch.local.watcher import EventsLost, FolderAppeared, FolderGone
@@ -57,7 +57,7 @@ def test_pause_keeps_changes_pending_and_resume_sends_them(engine: Engine) -> No
     assert status["state"] == "paused" and status["pending_paths"] == [RUNBOOK]
     assert engine.paths.pause_file.exists()
     result = engine.request("resume").result(0)
-    assert result == {"sent": 1, "failed": {}, "was_paused": True}
+    assert result == {**sent(1), "was_paused": True}
     assert engine.on_server(RUNBOOK) == b"# paused\n" and not engine.paths.pause_file.exists()
 
 
@@ -82,7 +82,7 @@ def test_a_big_batch_is_held_until_flush_and_no_reconcile_sends_it(tmp_path: Pat
     assert "2 files at once (sync.hold_over = 1)" in status["held_reason"]
     assert engine.notice(EventsLost("overflow"))["reconciles"] == 2
     assert engine.on_server(RUNBOOK) == b"# Deploy\n"
-    assert engine.request("flush").result(0) == {"sent": 2, "failed": {}}
+    assert engine.request("flush").result(0) == sent(2)
     status = engine.status()
     assert status["state"] == "watching" and status["held_reason"] is None
     assert engine.on_server(RUNBOOK) == b"# one\n"
@@ -182,7 +182,7 @@ def test_flush_and_resume_while_the_server_is_unreachable(engine: Engine) -> Non
 
 def test_nothing_pending_flushes_nothing(engine: Engine) -> None:
     started(engine)
-    assert engine.request("flush").result(0) == {"sent": 0, "failed": {}}
+    assert engine.request("flush").result(0) == sent(0)
     assert engine.request("status").result(0)["state"] == "watching"
 
 
