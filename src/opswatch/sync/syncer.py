@@ -117,17 +117,7 @@ class Syncer:
                 # Its folder could not be read: unknown, not deleted.
                 reason = "its folder cannot be read; not deleted"
                 local[entry.local] = Skip(entry.local, reason, refusal=Refusal.UNREADABLE)
-        result = plan(
-            paths,
-            self.router,
-            local,
-            manifest,
-            remote,
-            delete=self.config.sync.delete,
-            force=force,
-            first_sync=self.manifest.first_sync,
-        )
-        result = self._content_decides(self._settle_unrecorded(result), manifest, remote)
+        result = self._decide(paths, local, manifest, remote, force=force)
         skipped = (*index.refused, *result.skipped)
         return Plan(result.actions, skipped, result.conflicts, stale), index
 
@@ -144,6 +134,18 @@ class Syncer:
         # A delete checks the server copy first, as an upload does.
         targets += [e.remote for e in manifest.values() if local.get(e.local) is None]
         remote = self.remote.stat_many(targets) if targets else {}
+        return self._decide(paths, local, manifest, remote, force=force)
+
+    def _decide(
+        self,
+        paths: list[str],
+        local: Mapping[str, LocalFile | Skip | None],
+        manifest: Mapping[str, Pushed],
+        remote: Mapping[str, RemoteFile | None],
+        *,
+        force: bool,
+    ) -> Plan:
+        """The plan for ``paths``, then what content and the manifest's gaps settle."""
         result = plan(
             paths,
             self.router,

@@ -4,45 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from conftest import toml_document
+from build_seed import aim_at
+from build_seed import run_init as init
 from daemon_process import opswatch_command
 from opswatch.config import load_config
 from opswatch.demo.sshd import LocalSshd
 from opswatch.local.starter import candidate_ops_folders, repository_root
-
-
-def init(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*opswatch_command(), "init", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def aim_at(config: Path, sshd: LocalSshd, remote_root: Path, tmp_path: Path) -> None:
-    """Point the written config at the test's sshd, keeping everything init wrote."""
-    doc = tomllib.loads(config.read_text())
-    empty = tmp_path / "ssh_config.empty"
-    empty.touch()
-    doc["remote"].update(
-        host=sshd.host,
-        port=sshd.port,
-        user=sshd.user,
-        root=str(remote_root),
-        known_hosts=str(sshd.known_hosts),
-        identity_file=str(sshd.client_key),
-        ssh_config=str(empty),
-    )
-    config.write_text(toml_document(doc))
 
 
 @pytest.mark.sshd
