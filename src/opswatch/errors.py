@@ -27,6 +27,8 @@ these types, never on their message text.
 
 from __future__ import annotations
 
+from opswatch.model import Refusal
+
 
 class OpswatchError(Exception):
     """Base of every expected opswatch failure; the CLI prints it as one ``error:`` line."""
@@ -68,6 +70,10 @@ class LocalFileError(OpswatchError):
 
 class LocalRefusedError(LocalFileError):
     """The guarded open found something that must not be sent; not retried until it changes."""
+
+    def __init__(self, message: str, refusal: Refusal) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class HistoryError(OpswatchError):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from opswatch.config import Rule, load_config, parse_config
 from opswatch.core.compose import MAX_NESTING, load_compose
+from opswatch.core.keyblock import holds_private_key
 from opswatch.core.plan import plan
 from opswatch.core.rules import BUILTIN_NEVER, Router, Verdict, ignore_file_patterns
 from opswatch.errors import ConfigError, LocalFileError
@@ -31,7 +32,7 @@ from opswatch.model import (
     sftp_seconds,
     tail_text,
 )
-from opswatch.ssh.transfer import NAME_MAX, final_mode, holds_private_key, is_temp_name, temp_name
+from opswatch.ssh.transfer import NAME_MAX, final_mode, is_temp_name, temp_name
 
 SOURCE = Path("/home/dev/repo/opswatch.toml")
 MINIMAL: dict[str, Any] = {

@@ -159,6 +159,8 @@ def _print_report(report: VerifyReport) -> None:
         click.echo(f"error: {escaped(path)}: no rule selects it", err=True)
     for gap in report.build_gaps:
         click.echo(f"GAP      {escaped(gap.message)}")
+    for path, reason in report.refused.items():  # never sent: not drift
+        click.echo(f"REFUSED  {escaped(path)}  ({escaped(reason)})")
     matching = report.checked - len(rows)
     how = f"{report.hashed_remotely} hashed by the server"
     if report.read_over_sftp:
@@ -168,5 +170,6 @@ def _print_report(report: VerifyReport) -> None:
     click.echo(
         f"{report.checked} checked: {matching} match, {len(report.differ)} differ, "
         f"{len(report.missing)} missing ({how})"
+        + (f"; {len(report.refused)} refused" if report.refused else "")
         + (f"; {len(report.build_gaps)} build sources missing" if report.build_gaps else "")
     )

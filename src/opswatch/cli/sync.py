@@ -71,7 +71,7 @@ def run_sync(
         if dry_run:
             for problem in when_problems(syncer):
                 click.echo(f"warning: {escaped(problem)}", err=True)
-            show_plan(plan, build_gaps(syncer), as_json=as_json)
+            show_plan(syncer.refuse_by_content(plan), build_gaps(syncer), as_json=as_json)
             return 1 if unselected else 0
         total = len(plan.actions)
         with progress_bar("syncing", total, enabled=not as_json) as advance:
@@ -88,7 +88,8 @@ def run_sync(
     unsent = [p for p in report.changed_meanwhile if p not in report.landed]
     for path in unsent:
         click.echo(f"error: {path}: changed while syncing; not sent (sync again)", err=True)
-    failed = report.failed or report.refused or report.conflicts or unselected or unsent
+    # A refusal is the design working (INTERFACE: "refusals are warnings"), not a failure.
+    failed = report.failed or report.conflicts or unselected or unsent
     return 1 if failed else 0
 
 
@@ -125,11 +126,13 @@ def print_report(plan: Plan, report: PassReport, gaps: list[BuildGap]) -> None:
     click.echo(
         f"{len(report.uploaded)} uploaded, {len(report.removed)} removed"
         f"{folders if report.removed_folders else ''}, "
-        f"{len(report.failed) + len(report.refused)} failed, "
+        f"{len(report.failed)} failed, {len(report.refused)} refused, "
         f"{len(report.conflicts)} conflicts"
     )
-    for path, reason in {**report.failed, **report.refused}.items():
+    for path, reason in report.failed.items():
         click.echo(f"error: {escaped(path)}: {escaped(reason)}", err=True)
+    for path, reason in report.refused.items():
+        click.echo(f"warning: refused: {escaped(path)}: {escaped(reason)}", err=True)
     for skip in plan.skipped:
         if skip.refusal in SAID_ALOUD:  # what a user may believe was sent: say it was not
             click.echo(

@@ -334,9 +334,12 @@ class Sender:
             self.error = f"{first[0]}: {first[1]}"
         elif not self.failed:
             self.error = None
-        if report.refused:
-            path, reason = next(iter(report.refused.items()))
-            self.error = f"{path}: refused: {reason}"
+        # Refused for its content while being sent: listed with the other refusals (kept until
+        # the file changes), not an error: the design working.
+        self.refused.update(
+            (path, Skip(path, reason, refusal=report.refusals[path]))
+            for path, reason in report.refused.items()
+        )
         if report.uploaded or report.removed or kind == "reconcile":
             self.last_sync = self.wall()
         if report.batch is not None:
@@ -375,6 +378,7 @@ def _merge(into: PassReport, part: PassReport) -> None:
     into.removed += part.removed
     into.failed.update(part.failed)
     into.refused.update(part.refused)
+    into.refusals.update(part.refusals)
     into.changed_meanwhile += part.changed_meanwhile
     into.conflicts += part.conflicts
     into.landed += part.landed

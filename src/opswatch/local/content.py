@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from opswatch.core.keyblock import KeyScan
 
 CHUNK = 1024 * 1024
 
@@ -24,3 +28,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError:
             return None
+
+
+@dataclass(frozen=True)
+class Content:
+    sha256: str
+    holds_key: bool  # a private key block: the file is refused, wherever it lives
+
+
+def read_content(handle: BinaryIO) -> Content:
+    """The sha256 of what ``handle`` holds, and whether it holds a private key block, in one
+    pass (the uploader makes the same check on what it sends, so both refuse the same files)."""
+    digest = hashlib.sha256()
+    keys = KeyScan()
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
+        keys.feed(chunk)
+    return Content(digest.hexdigest(), keys.found)

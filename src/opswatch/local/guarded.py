@@ -167,13 +167,15 @@ class LocalTree:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise LocalRefusedError(f"{path}: not a regular file any more")
+                raise LocalRefusedError(f"{path}: not a regular file any more", Refusal.NOT_REGULAR)
             # The size too: a file deleted and made again may get the freed inode back.
             seen = (info.st_dev, info.st_ino, info.st_size)
             if seen != (checked.dev, checked.ino, checked.size):
                 raise LocalFileError(f"{path}: changed since it was checked")
             if info.st_nlink > 1 and not self.allow_hard_links:
-                raise LocalRefusedError(f"{path}: has {info.st_nlink} hard links")
+                raise LocalRefusedError(
+                    f"{path}: has {info.st_nlink} hard links", Refusal.HARD_LINK
+                )
             return os.fdopen(fd, "rb")
         except BaseException:
             os.close(fd)
@@ -196,7 +198,9 @@ def open_beneath(real_folder: str, below: str, shown: str) -> int:
         return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise LocalRefusedError(f"{shown}: a symlink where a file or folder was") from exc
+            raise LocalRefusedError(
+                f"{shown}: a symlink where a file or folder was", Refusal.NOT_REGULAR
+            ) from exc
         raise
     finally:
         os.close(fd)
@@ -211,7 +215,7 @@ def read_small(root: Path, path: str, cap: int = IGNORE_FILE_CAP) -> bytes:
         raise LocalFileError(f"{path}: cannot read: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise LocalRefusedError(f"{path}: not a regular file")
+            raise LocalRefusedError(f"{path}: not a regular file", Refusal.NOT_REGULAR)
         data = handle.read(cap + 1)
     if len(data) > cap:
         raise LocalFileError(f"{path}: larger than {cap // 1024} KiB")

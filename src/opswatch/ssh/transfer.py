@@ -18,7 +18,7 @@ from typing import BinaryIO
 import structlog
 
 from opswatch.errors import RemoteError
-from opswatch.model import sftp_seconds
+from opswatch.model import Refusal, sftp_seconds
 
 log = structlog.get_logger("opswatch.remote")
 
@@ -47,6 +47,7 @@ class UploadOutcome:
     size: int = 0
     error: RemoteError | None = None
     refused: str | None = None  # content that must not leave, e.g. a private key block
+    refusal: Refusal | None = None  # why, typed (set together with ``refused``)
 
     @property
     def ok(self) -> bool:
@@ -91,29 +92,3 @@ def sftp_mtime(mtime_ns: int, path: str) -> int:
 
 def is_temp_name(name: str) -> bool:
     return TEMP_MARK in name and name.endswith(".tmp") and name.startswith(".")
-
-
-PRIVATE_KEY_MARKERS = (b"-----BEGIN ", (b" PRIVATE KEY-----", b" PRIVATE KEY BLOCK-----"))
-PUTTY_MARKER = b"PuTTY-User-Key-File-"
-
-
-def holds_private_key(data: bytes) -> bool:
-    """True when ``data`` holds a private key block: PEM and OpenSSH (``-----BEGIN … PRIVATE
-    KEY-----``), PGP (``… PRIVATE KEY BLOCK-----``) or PuTTY, in UTF-8 or UTF-16 (whose
-    ASCII letters are the same bytes with NULs between them)."""
-    if _holds_key_text(data):
-        return True
-    return b"\0" in data and _holds_key_text(data.replace(b"\0", b""))
-
-
-def _holds_key_text(data: bytes) -> bool:
-    if PUTTY_MARKER in data:
-        return True
-    start = data.find(PRIVATE_KEY_MARKERS[0])
-    while start != -1:
-        line_end = data.find(b"\n", start)
-        line = data[start : line_end if line_end != -1 else len(data)]
-        if any(end in line for end in PRIVATE_KEY_MARKERS[1]):
-            return True
-        start = data.find(PRIVATE_KEY_MARKERS[0], start + 1)
-    return False

@@ -47,6 +47,7 @@ from paramiko.sftp import (
     int64,
 )
 
+from opswatch.core.keyblock import KEY_REFUSAL, TAIL, holds_private_key
 from opswatch.errors import (
     LocalFileError,
     LocalRefusedError,
@@ -54,6 +55,7 @@ from opswatch.errors import (
     RemoteFileError,
     RemoteFileMissing,
 )
+from opswatch.model import Refusal
 from opswatch.ssh.folders import ensure_folders
 from opswatch.ssh.opening import OPEN_FLAGS, Prepared, discard, ignored, sftp_attrs
 from opswatch.ssh.server import NO_ATOMIC_RENAME, POSIX_RENAME, SftpSupport
@@ -64,7 +66,6 @@ from opswatch.ssh.transfer import (
     UploadJob,
     UploadOutcome,
     final_mode,
-    holds_private_key,
     sftp_mtime,
     temp_name,
 )
@@ -126,9 +127,9 @@ class _File:
             self.fail(RemoteFileError(self.job.remote, f"cannot read: {exc.strerror or exc}"))
             return
         if holds_private_key(self.tail + chunk):
-            self.refused = "holds a private key block"
+            self.refused = KEY_REFUSAL
             return
-        self.tail = chunk[-256:]  # a marker cut by the chunk boundary, even in UTF-16
+        self.tail = chunk[-TAIL:]  # a marker cut by the chunk boundary, even in UTF-16
         self.digest.update(chunk)
         self.chunk = chunk
         self.eof = len(chunk) < CHUNK
@@ -137,7 +138,7 @@ class _File:
 
     def outcome(self) -> UploadOutcome:
         if self.refused is not None:
-            return UploadOutcome(self.job, refused=self.refused)
+            return UploadOutcome(self.job, refused=self.refused, refusal=Refusal.PRIVATE_KEY)
         if self.error is not None:
             return UploadOutcome(self.job, error=self.error)
         return UploadOutcome(self.job, sha256=self.digest.hexdigest(), size=self.offset)
@@ -236,7 +237,7 @@ class PipelinedUploader:
         try:
             source = job.open()  # closed when the file is done
         except LocalRefusedError as exc:
-            return UploadOutcome(job, refused=str(exc))
+            return UploadOutcome(job, refused=str(exc), refusal=exc.refusal)
         except LocalFileError as exc:
             return UploadOutcome(job, error=RemoteFileError(job.remote, str(exc)))
         except OSError as exc:

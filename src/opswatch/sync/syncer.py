@@ -18,11 +18,13 @@ from pathlib import Path
 import structlog
 
 from opswatch.config import Config
+from opswatch.core.keyblock import KEY_REFUSAL
 from opswatch.core.plan import plan
 from opswatch.core.prune import emptied_folders
 from opswatch.core.rules import Router, Verdict
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.errors import LocalFileError, RemoteFileError
+from opswatch.local.content import read_content
 from opswatch.local.history_records import RolledBack
 from opswatch.local.manifest import Manifest
 from opswatch.local.scan import LocalIndex, LocalTree, scan
@@ -56,6 +58,7 @@ class PassReport:
     removed_folders: list[str] = field(default_factory=list)  # emptied remote folders
     failed: dict[str, str] = field(default_factory=dict)  # local path → reason, retried later
     refused: dict[str, str] = field(default_factory=dict)  # local path → reason, not retried
+    refusals: dict[str, Refusal] = field(default_factory=dict)  # local path → why, typed
     changed_meanwhile: list[str] = field(default_factory=list)  # local paths to send again
     conflicts: tuple[Conflict, ...] = ()
     landed: list[str] = field(default_factory=list)  # local paths confirmed remotely (rebuilds)
@@ -120,6 +123,29 @@ class Syncer:
         result = self._decide(paths, local, manifest, remote, force=force)
         skipped = (*index.refused, *result.skipped)
         return Plan(result.actions, skipped, result.conflicts, stale), index
+
+    def refuse_by_content(self, plan: Plan) -> Plan:
+        """The plan with the uploads whose content holds a private key block turned into
+        refusals, as the upload would refuse them: for ``--dry-run``, which sends nothing."""
+        uploads: list[Action] = []
+        refused: list[Skip] = []
+        for action in plan.actions:
+            if isinstance(action, Upload) and self._holds_key(action):
+                refused.append(
+                    Skip(action.local, KEY_REFUSAL, action.remote, refusal=Refusal.PRIVATE_KEY)
+                )
+            else:
+                uploads.append(action)
+        if not refused:
+            return plan
+        return replace(plan, actions=tuple(uploads), skipped=(*plan.skipped, *refused))
+
+    def _holds_key(self, upload: Upload) -> bool:
+        try:
+            with self.tree.open(upload.local, upload.file) as handle:
+                return read_content(handle).holds_key
+        except (LocalFileError, OSError):
+            return False  # the upload itself says why it can't be read
 
     def plan_paths(self, paths: Iterable[str], *, force: bool = False) -> Plan:
         """The files of a watched batch: only they are looked at, locally and remotely."""
@@ -364,6 +390,7 @@ class Syncer:
             upload = by_remote[outcome.job.remote]
             if outcome.refused:
                 report.refused[upload.local] = outcome.refused
+                report.refusals[upload.local] = outcome.refusal or Refusal.NOT_REGULAR
                 log.warning("refused", path=upload.local, reason=outcome.refused)
             elif outcome.error is not None and self.tree.inspect(upload.local) != upload.file:
                 # Changed between the check and the read (the guarded open saw it): not a

@@ -17,10 +17,12 @@ import structlog
 
 from opswatch.config import Config
 from opswatch.core.builds import BuildGap
+from opswatch.core.keyblock import KEY_REFUSAL
 from opswatch.core.rules import Router
 from opswatch.core.selection import EVERYTHING, Selection
 from opswatch.errors import ConnectError, LocalFileError, RemoteCommandError, RemoteFileMissing
 from opswatch.local.builds import SourceCheck
+from opswatch.local.content import read_content
 from opswatch.local.scan import LocalTree, read_ignore_files, scan
 from opswatch.ssh.remote import SshRemote
 from opswatch.sync.progress import progress_bar
@@ -52,6 +54,7 @@ class VerifyReport:
     missing: list[Target] = field(default_factory=list)
     unreadable_locally: dict[str, str] = field(default_factory=dict)
     unselected: list[str] = field(default_factory=list)  # named paths no rule selects
+    refused: dict[str, str] = field(default_factory=dict)  # local path → why it is never sent
     hashed_remotely: int = 0
     read_over_sftp: int = 0
     build_gaps: list[BuildGap] = field(default_factory=list)  # a build would miss these
@@ -73,6 +76,7 @@ class VerifyReport:
             "missing": [{"path": t.local, "remote": t.remote} for t in self.missing],
             "unreadable_locally": self.unreadable_locally,
             "unselected": self.unselected,
+            "refused": [{"path": p, "reason": r} for p, r in self.refused.items()],
             "hashed_remotely": self.hashed_remotely,
             "read_over_sftp": self.read_over_sftp,
             "build_gaps": [gap.to_json() for gap in self.build_gaps],
@@ -166,15 +170,18 @@ def local_targets(
             continue
         try:
             with tree.open(path, info) as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                content = read_content(handle)
         except LocalFileError as exc:
             report.unreadable_locally[path] = str(exc)
             continue
         except OSError as exc:
             report.unreadable_locally[path] = exc.strerror or str(exc)
             continue
+        if content.holds_key:  # never sent, so no server copy to compare: not drift
+            report.refused[path] = KEY_REFUSAL
+            continue
         for remote in router.decide(path).targets:
-            targets.append(Target(path, remote, digest, info.size))
+            targets.append(Target(path, remote, content.sha256, info.size))
     return targets
 
 

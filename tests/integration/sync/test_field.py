@@ -39,10 +39,11 @@ from daemon_process import opswatch_command
 from engine_thread import EngineThread
 from helpers import wait_until
 from opswatch.config import load_config, pattern_problem
+from opswatch.core.keyblock import holds_private_key
 from opswatch.core.rules import Router, Verdict
 from opswatch.demo.sshd import LocalSshd
 from opswatch.errors import OpswatchError
-from opswatch.ssh.transfer import holds_private_key, is_temp_name
+from opswatch.ssh.transfer import is_temp_name
 
 pytestmark = pytest.mark.sshd
 

@@ -148,12 +148,12 @@ def test_private_key_blocks_in_any_format_are_refused(
         (repo / RUNBOOKS / name).write_bytes(body)
     config = write_config(repo, sshd_server, remote_root)
     code, output = sync(config)
-    assert code == 1, output  # refused content is reported as not landed
+    assert code == 0, output  # refusals are warnings, not failures (everything else landed)
     on_server = server_bytes(remote_root)
     assert SECRET.encode() not in on_server
     assert SECRET.encode("utf-16-le") not in on_server
     for name in KEY_BLOCKS:
-        assert f"error: {RUNBOOKS}/{name}: holds a private key block" in output
+        assert f"warning: refused: {RUNBOOKS}/{name}: holds a private key block" in output
 
 
 def test_a_file_swapped_for_a_link_after_the_check_is_not_read(
