@@ -20,7 +20,7 @@ from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READ
 from opswatch.errors import RemoteFileError, RemoteFileMissing
 from opswatch.model import RemoteFile
 from opswatch.ssh._compat import attrs_from_msg
-from opswatch.ssh.wire import Wire, status_error
+from opswatch.ssh.wire import Wire, remote_file, status_error
 
 FOLDERS_IN_FLIGHT = 128  # open folder handles at once
 READ_AHEAD = 2  # READDIRs out per folder: most folders end within the second one
@@ -134,9 +134,7 @@ def _add_names(files: dict[str, RemoteFile], msg: Message) -> None:
         longname = msg.get_text()
         attrs = attrs_from_msg(msg, name, longname)
         if attrs.st_mode is not None and stat.S_ISREG(attrs.st_mode):
-            files[name] = RemoteFile(
-                size=attrs.st_size or 0, mtime_s=int(attrs.st_mtime or 0), mode=attrs.st_mode
-            )
+            files[name] = remote_file(attrs)
 
 
 def _ignored(kind: int, msg: Message) -> None:

@@ -212,6 +212,13 @@ def status_error(
     return RemoteFileError(path, text or f"SFTP error {code}")
 
 
+def remote_file(attrs: paramiko.SFTPAttributes) -> RemoteFile:
+    """What a stat or a listing entry says of a server file, as the plan compares it."""
+    return RemoteFile(
+        size=attrs.st_size or 0, mtime_s=int(attrs.st_mtime or 0), mode=attrs.st_mode or 0
+    )
+
+
 def stat_on(wire: Wire, paths: Sequence[str]) -> dict[str, RemoteFile | RemoteFileError | None]:
     """``stat`` of every path in one round trip: what it is, None if missing, else the error.
 
@@ -221,12 +228,7 @@ def stat_on(wire: Wire, paths: Sequence[str]) -> dict[str, RemoteFile | RemoteFi
     def on_stat(path: str) -> OnReply:
         def reply(kind: int, msg: Message) -> None:
             if kind == CMD_ATTRS:
-                attrs = attrs_from_msg(msg)
-                found[path] = RemoteFile(
-                    size=attrs.st_size or 0,
-                    mtime_s=int(attrs.st_mtime or 0),
-                    mode=attrs.st_mode or 0,
-                )
+                found[path] = remote_file(attrs_from_msg(msg))
                 return
             error = status_error(kind, msg, path, "stat")
             missing = error is None or isinstance(error, RemoteFileMissing)
