@@ -89,3 +89,22 @@ def state_paths(config_path: Path) -> StatePaths:
         return StatePaths(state=state, runtime=state)
     runtime = Path(platformdirs.user_runtime_dir("opswatch", appauthor=False)) / key
     return StatePaths(state=state, runtime=runtime)
+
+
+def write_atomically(path: Path, text: str, *, mode: int = 0o666) -> None:
+    """Replace the file at ``path`` with ``text`` at once: a crash never leaves half a file.
+
+    The temp file is new (``O_EXCL``, a random name beside the target) and gets ``mode`` (less
+    the umask) before a byte is written; an ``OSError`` leaves the old file as it was.
+    """
+    import secrets  # rare path: a config, known_hosts or the pause flag written
+
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

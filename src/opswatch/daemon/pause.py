@@ -19,6 +19,8 @@ from pathlib import Path
 
 import structlog
 
+from opswatch.paths import write_atomically
+
 log = structlog.get_logger("opswatch.daemon")
 
 MAX_PAUSE_S = 365 * 86400.0  # a pause request is bounded by this too (daemon.requests)
@@ -108,9 +110,7 @@ class PauseStore:
             if until is None:
                 self.path.unlink(missing_ok=True)
                 return
-            temp = self.path.with_name(self.path.name + ".tmp")
-            temp.write_text(json.dumps({"until": None if until == FOREVER else until}))
-            os.replace(temp, self.path)
+            write_atomically(self.path, json.dumps({"until": None if until == FOREVER else until}))
         except OSError as exc:
             after_restart = "paused" if until is None else "not paused"
             log.warning(

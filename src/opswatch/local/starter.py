@@ -27,6 +27,7 @@ from opswatch.local.buildrules import (
     propose_source_rules,
     read_build_needs,
 )
+from opswatch.paths import write_atomically
 
 CONFIG_NAME = "opswatch.toml"
 PREFERRED_OPS = "docs/ops"
@@ -326,6 +327,4 @@ def locally_expanded(remote_root: str, local_home: Path) -> str | None:
 def write_config(path: Path, text: str, *, force: bool) -> None:
     if path.exists() and not force:
         raise OpswatchError(f"{path} exists; `opswatch init --force` overwrites it")
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, path)
+    write_atomically(path, text)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from opswatch.paths import write_atomically
 from opswatch.ssh.connect import HostKey
 
 HASH_MAGIC = "|1|"
@@ -74,8 +74,4 @@ def write_known_hosts(path: Path, lines: list[str]) -> None:
     """Replace the file at once: a crash never leaves half a known_hosts behind."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    temp = path.with_name(f".{path.name}.opswatch-{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-    os.replace(temp, path)
+    write_atomically(path, "".join(line + "\n" for line in lines), mode=mode)
